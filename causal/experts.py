@@ -1,0 +1,57 @@
+"""A pair of Wan experts (high noise, low noise) split at a boundary timestep, or one dense expert."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from .config import WanConfig
+from .model import CausalWanModel
+
+
+class ExpertPair:
+    """The denoisers of one model: `high` (t >= boundary) and `low`, or a single dense expert as `low`.
+
+    `placement`, when set, is called with an expert's name before that expert runs, so an offload policy can move
+    weights onto the compute device (see causal/offload.py).
+    """
+
+    def __init__(self, low: CausalWanModel, high: CausalWanModel | None = None, boundary: float | None = None,
+                 shift: float = 5.0, steps=None, share_cross_cache: bool = False):
+        if high is not None:
+            if boundary is None:
+                raise ValueError("an expert pair needs a boundary timestep (e.g. 875 for CausalWan2.2-I2V-A14B)")
+            if not 0 < boundary < 1000:
+                raise ValueError(f"the boundary must be a timestep between 0 and 1000, got {boundary}")
+            if high.config != low.config:
+                raise ValueError("the high- and low-noise experts do not match: "
+                                 f"high has {high.config.describe()}, low has {low.config.describe()}; "
+                                 "load two experts of the same model")
+        elif boundary is not None:
+            raise ValueError("a boundary was given but there is only one expert; drop the boundary or add the "
+                             "high-noise expert")
+        self.high, self.low, self.boundary, self.shift = high, low, boundary, shift
+        self.steps = steps
+        self.share_cross_cache = share_cross_cache and high is not None
+        self.placement: Callable[[str], None] | None = None
+
+    @property
+    def config(self) -> WanConfig:
+        return self.low.config
+
+    @property
+    def names(self) -> list[str]:
+        """Expert names, the order in which they are primed."""
+        return ["high", "low"] if self.high is not None else ["low"]
+
+    def get(self, name: str) -> nn.Module:
+        """The expert `name`, placed on the compute device by the offload policy if one is set."""
+        if self.placement is not None:
+            self.placement(name)
+        model = self.high if name == "high" else self.low
+        if model is None:
+            raise KeyError(f"this model has no {name!r} expert")
+        return model
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {n: (self.high if n == "high" else self.low) for n in self.names}

@@ -1,0 +1,273 @@
+"""The Wan DiT with original key names, made causal: per-frame timesteps and a chunk-wise KV cache.
+
+One forward takes a latent chunk x [B, C, F, H, W] at frame offset `start_frame`, per-frame timesteps t [B, F]
+(or [B]) in [0, 1000], and text (or a precomputed cross-attention cache), and returns the flow velocity
+v = noise - x0 with the shape of x. With a KVCache the chunk attends to itself and to everything cached; without
+one it attends bidirectionally within x, optionally under a block mask (the training-time equivalent).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import WanConfig
+from .kv_cache import KVCache
+from .rope import apply_rope, rope_table
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the weight dtype."""
+
+    def forward(self, x):
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, L, n*D] -> [B, n, L, D]"""
+    return x.unflatten(-1, (n, -1)).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2).flatten(2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        d = cfg.dim
+        self.n = cfg.num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(d, cfg.eps), RMSNorm(d, cfg.eps)
+
+    def forward(self, x, layer: int, ctx: dict):
+        q = heads(self.norm_q(self.q(x)), self.n)
+        k = heads(self.norm_k(self.k(x)), self.n)
+        v = heads(self.v(x), self.n)
+        if ctx.get("cache") is not None:
+            out = ctx["cache"].attend(layer, ctx["plan"], q, k, v)
+        else:
+            cos, sin = ctx["rope"]
+            out = F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v,
+                                                 attn_mask=ctx.get("mask"))
+        return self.o(merge_heads(out))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        d = cfg.dim
+        self.n = cfg.num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(d, cfg.eps), RMSNorm(d, cfg.eps)
+        self.image_branch = cfg.image_branch
+        if cfg.image_branch:
+            self.k_img, self.v_img = nn.Linear(d, d), nn.Linear(d, d)
+            self.norm_k_img = RMSNorm(d, cfg.eps)
+
+    def kv(self, text: torch.Tensor, image: torch.Tensor | None) -> dict:
+        """Keys/values of the conditioning; computed once per prompt and reused for every chunk."""
+        out = {"k": heads(self.norm_k(self.k(text)), self.n), "v": heads(self.v(text), self.n)}
+        if self.image_branch and image is not None:
+            out["k_img"] = heads(self.norm_k_img(self.k_img(image)), self.n)
+            out["v_img"] = heads(self.v_img(image), self.n)
+        return out
+
+    def forward(self, x, kv: dict):
+        q = heads(self.norm_q(self.q(x)), self.n)
+        out = F.scaled_dot_product_attention(q, kv["k"].to(q.dtype), kv["v"].to(q.dtype))
+        if "k_img" in kv:
+            out = out + F.scaled_dot_product_attention(q, kv["k_img"].to(q.dtype), kv["v_img"].to(q.dtype))
+        return self.o(merge_heads(out))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        d = cfg.dim
+        self.norm1 = FP32LayerNorm(d, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg)
+        self.norm3 = FP32LayerNorm(d, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(cfg)
+        self.norm2 = FP32LayerNorm(d, cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d))
+        self.modulation = nn.Parameter(torch.randn(1, 6, d) / d ** 0.5)
+
+    def forward(self, x, e0, layer: int, ctx: dict, cross_kv: dict):
+        """x [B, F, T, dim] float32 residual stream; e0 [B, F, 6, dim] float32."""
+        dt = self.ffn[0].weight.dtype
+        mod = (self.modulation.float().unsqueeze(1) + e0).unsqueeze(3)  # [B, F, 6, 1, dim]
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)
+        y = self.norm1(x) * (1 + scale1) + shift1
+        y = self.self_attn(y.flatten(1, 2).to(dt), layer, ctx).float().view_as(x)
+        x = x + y * gate1
+        y = self.cross_attn(self.norm3(x).flatten(1, 2).to(dt), cross_kv).float().view_as(x)
+        x = x + y
+        y = self.norm2(x) * (1 + scale2) + shift2
+        y = self.ffn(y.flatten(1, 2).to(dt)).float().view_as(x)
+        return x + y * gate2
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        d = cfg.dim
+        self.norm = FP32LayerNorm(d, cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(d, cfg.out_dim * math.prod(cfg.patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, d) / d ** 0.5)
+
+    def forward(self, x, e):
+        shift, scale = (self.modulation.float().unsqueeze(1) + e.unsqueeze(2)).unsqueeze(3).unbind(2)
+        y = self.norm(x) * (1 + scale) + shift
+        return self.head(y.to(self.head.weight.dtype))
+
+
+class ImageEmbedding(nn.Module):
+    """Wan2.1 I2V projection of CLIP-vision features (keys img_emb.proj.{0,1,3,4})."""
+
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        c = cfg.clip_dim
+        self.proj = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, c), nn.GELU(), nn.Linear(c, cfg.dim),
+                                  nn.LayerNorm(cfg.dim))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Timestep embedding, cos first, computed in float64: t [...] -> [..., dim]."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    args = t.to(torch.float64)[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class CausalWanModel(nn.Module):
+    """One Wan expert. State-dict keys are the original Wan names."""
+
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.dim
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+        if cfg.image_branch:
+            self.img_emb = ImageEmbedding(cfg)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_embedding.weight.device
+
+    # ----------------------------------------------------------------- conditioning
+    def pad_text(self, context: torch.Tensor) -> torch.Tensor:
+        """Zero-pad text embeddings [B, L, text_dim] to text_len tokens (all of them are attended)."""
+        cfg = self.config
+        if context.dim() != 3 or context.shape[-1] != cfg.text_dim:
+            raise ValueError(f"text conditioning must be [batch, tokens, {cfg.text_dim}] for this model, got "
+                             f"{list(context.shape)}; is the text encoder the one this model was trained with (umT5)?")
+        if context.shape[1] > cfg.text_len:
+            raise ValueError(f"text has {context.shape[1]} tokens; this model takes at most {cfg.text_len}")
+        return F.pad(context, (0, 0, 0, cfg.text_len - context.shape[1]))
+
+    @torch.no_grad()
+    def cross_kv(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None) -> list[dict]:
+        """Cross-attention keys/values for every layer (the cross-attention cache of a prompt)."""
+        return self._cross_kv(context, clip_fea)
+
+    def _cross_kv(self, context, clip_fea):
+        text = self.text_embedding(self.pad_text(context).to(device=self.device, dtype=self.dtype))
+        image = None
+        if clip_fea is not None:
+            if not self.config.image_branch:
+                raise ValueError("CLIP-vision features were given but this model has no image branch (img_emb)")
+            image = self.img_emb(clip_fea.to(device=self.device, dtype=self.dtype))
+        elif self.config.image_branch:
+            raise ValueError("this model has a Wan2.1 I2V image branch and needs CLIP-vision features (clip_fea)")
+        return [blk.cross_attn.kv(text, image) for blk in self.blocks]
+
+    # ----------------------------------------------------------------- forward
+    def check_input(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        cfg = self.config
+        if x.dim() != 5:
+            raise ValueError(f"latent must be [batch, channels, frames, height, width], got {list(x.shape)}")
+        ch = x.shape[1] + (0 if y is None else y.shape[1])
+        if ch != cfg.in_dim:
+            raise ValueError(f"this model takes {cfg.in_dim} input channels, got {x.shape[1]} latent"
+                             f"{'' if y is None else f' + {y.shape[1]} condition'} channels")
+        pt, ph, pw = cfg.patch_size
+        f, h, w = x.shape[2:]
+        if f % pt or h % ph or w % pw:
+            raise ValueError(f"latent frames/height/width {f}x{h}x{w} do not fit the patch size {cfg.patch_size}; "
+                             f"pixel height and width must be multiples of {8 * ph}")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None, *,
+                cross_kv: list | None = None, clip_fea: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                cache: KVCache | None = None, start_frame: int = 0, attn_mask: torch.Tensor | None = None):
+        cfg = self.config
+        self.check_input(x, y)
+        if start_frame < 0:
+            raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+        b, _, f, h, w = x.shape
+        pt, ph, pw = cfg.patch_size
+        fp, hp, wp = f // pt, h // ph, w // pw
+        if y is not None:
+            x = torch.cat([x, y.to(x)], dim=1)
+        tok = self.patch_embedding(x.to(self.dtype))  # [B, dim, F', H', W']
+        xs = tok.flatten(3).transpose(1, 2).transpose(2, 3).float()  # [B, F', T, dim]
+
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(b)
+        if t.dim() == 1:
+            t = t[:, None].expand(b, fp)
+        if tuple(t.shape) != (b, fp):
+            raise ValueError(f"timesteps must be [batch] or [batch, frames]=[{b}, {fp}], got {list(t.shape)}")
+        with torch.autocast(x.device.type, enabled=False):
+            e = self.time_embedding(sinusoid(t, cfg.freq_dim).to(self.dtype)).float()  # [B, F, dim]
+            e0 = self.time_projection(e.to(self.dtype)).float().unflatten(-1, (6, cfg.dim))
+
+        if cross_kv is None:
+            if context is None:
+                raise ValueError("give either text conditioning (context) or a cross-attention cache (cross_kv)")
+            cross_kv = self._cross_kv(context, clip_fea)
+
+        ctx: dict = {}
+        if cache is not None:
+            if attn_mask is not None:
+                raise ValueError("attn_mask is for whole-clip forwards; a KV-cached forward is block-causal already")
+            ctx["cache"] = cache
+            ctx["plan"] = cache.plan(start_frame, fp, b, cfg.num_heads, cfg.head_dim, hp, wp, x.device, self.dtype)
+        else:
+            ctx["rope"] = rope_table(range(start_frame, start_frame + fp), hp, wp, cfg.head_dim, cfg.rope_table,
+                                     device=x.device)
+            ctx["mask"] = attn_mask
+        for i, blk in enumerate(self.blocks):
+            xs = blk(xs, e0, i, ctx, cross_kv[i])
+        out = self.head(xs, e)  # [B, F', T, out*pt*ph*pw]
+        out = out.view(b, fp, hp, wp, pt, ph, pw, cfg.out_dim)
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, cfg.out_dim, f, h, w)
+        return out.float()

@@ -1,0 +1,181 @@
+"""The streaming loop: an explicit state object that generates a video chunk after chunk.
+
+    stream = Stream(experts, seed=0)           # caches per expert, cross-attention cache, RNG, next frame
+    stream.set_prompt(text)                    # [B, tokens, text_dim]
+    stream.prime(start_latent)                 # image-to-video: frame 0 into every expert's cache at t = 0
+    for chunk in stream.chunks(7):             # each chunk [B, 16, 3, h, w] as soon as it is denoised
+        ...
+
+Per chunk: fresh noise -> few-step denoise (expert chosen by t against the boundary) -> the clean chunk is run
+again at t = 0 through every expert (low first, then high) so the caches hold it -> next chunk. Everything a
+later chunk needs lives in the Stream, so prompt switches, continuing a stopped stream (`fork`) and tests use
+the same path.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from .experts import ExpertPair
+from .kv_cache import KVCache, check_window
+from .schedule import CONTEXT_T, SELF_FORCING_STEPS, CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, predict, renoise
+
+SWITCH_MODES = ("cut", "recache")
+
+
+@dataclass
+class StreamOptions:
+    """What decides a stream's output besides weights, prompt and seed."""
+
+    chunk_frames: int = 3
+    steps: tuple | None = None  # nominal timesteps; None: the model's own default
+    shift: float | None = None  # None: the model's (checkpoint scheduler) shift
+    window: int | None = None  # attention window in latent frames (None: attend to everything)
+    sink: int = 0  # frames at the start never evicted from the window
+    rope_policy: str = "auto"  # "absolute", "window", or "auto" (window when a window is set)
+    cache_dtype: torch.dtype | None = None
+
+
+class Stream:
+    """State and loop of one chunk-autoregressive generation."""
+
+    def __init__(self, experts: ExpertPair, seed: int = 0, options: StreamOptions | None = None,
+                 latent_hw: tuple[int, int] | None = None, batch: int = 1, cond_latent: torch.Tensor | None = None,
+                 device=None):
+        o = options or StreamOptions()
+        if o.chunk_frames < 1:
+            raise ValueError(f"frames per chunk must be at least 1, got {o.chunk_frames}")
+        check_window(o.window, o.sink, o.chunk_frames)
+        policy = o.rope_policy if o.rope_policy != "auto" else ("window" if o.window else "absolute")
+        self.experts, self.options = experts, o
+        self.device = torch.device(device) if device is not None else experts.low.device
+        self.shift = o.shift if o.shift is not None else experts.shift
+        default_steps = CAUSALWAN_A14B_STEPS if experts.high is not None else SELF_FORCING_STEPS
+        self.plan = plan_steps(o.steps or experts.steps or default_steps, self.shift, experts.boundary)
+        self.sigma_b = boundary_sigma(experts.boundary, self.shift) if experts.boundary is not None else None
+        n_layers = experts.config.num_layers
+        self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table)
+                       for n in experts.names}
+        self.cross: dict[str, list] = {}
+        self.prompt: torch.Tensor | None = None
+        self.clip_fea: torch.Tensor | None = None
+        self.cond_latent = cond_latent
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.next_frame = 0
+        self.chunk_index = 0
+        self.history: list[tuple[int, torch.Tensor]] = []  # clean chunks still visible to some cache
+        self.latent_hw, self.batch = latent_hw, batch
+        self.expert_calls: list[tuple[str, float]] = []  # (expert, t) of every model call, for inspection
+
+    # ----------------------------------------------------------------- conditioning
+    def set_prompt(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None, mode: str = "cut") -> None:
+        """Use new text from the next chunk on. "cut": only the cross-attention cache changes; "recache": also
+        re-run the cached clean frames at t = 0 so their keys/values follow the new text."""
+        if mode not in SWITCH_MODES:
+            raise ValueError(f"unknown prompt switch mode {mode!r}; choose one of {SWITCH_MODES}")
+        self.prompt, self.clip_fea = context, clip_fea
+        self.cross = {}
+        if self.experts.share_cross_cache:  # the released A14B: the high expert's cache serves both experts
+            shared = self.experts.get("high").cross_kv(context, clip_fea)
+            self.cross = {n: shared for n in self.experts.names}
+        else:
+            for n in self.experts.names:
+                self.cross[n] = self.experts.get(n).cross_kv(context, clip_fea)
+        if mode == "recache" and self.history:
+            self.recache()
+
+    def recache(self) -> None:
+        """Clear the caches and re-run every held clean chunk at t = 0 under the current prompt."""
+        for c in self.caches.values():
+            c.clear()
+        for start, chunk in self.history:
+            self._write_context(chunk, start)
+
+    # ----------------------------------------------------------------- model calls
+    def _cond(self, start: int, frames: int):
+        if self.cond_latent is None:
+            return None
+        if start + frames > self.cond_latent.shape[2]:
+            raise ValueError(f"the conditioning latent covers {self.cond_latent.shape[2]} frames; frame "
+                             f"{start + frames - 1} was asked for")
+        return self.cond_latent[:, :, start:start + frames].to(self.device)
+
+    def _call(self, name: str, x: torch.Tensor, t: float, start: int) -> torch.Tensor:
+        if self.prompt is None:
+            raise RuntimeError("set a prompt (set_prompt) before generating")
+        model = self.experts.get(name)
+        self.expert_calls.append((name, t))
+        tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.float32)
+        with torch.no_grad():
+            return model(x, tt, cross_kv=self.cross[name], y=self._cond(start, x.shape[2]),
+                         cache=self.caches[name], start_frame=start)
+
+    def _write_context(self, chunk: torch.Tensor, start: int, order=None) -> None:
+        for n in order or self.experts.names:
+            self._call(n, chunk, CONTEXT_T, start)
+
+    def _remember(self, start: int, chunk: torch.Tensor) -> None:
+        self.history = [(s, c) for s, c in self.history if s != start] + [(start, chunk)]
+        held = set(next(iter(self.caches.values())).frames)
+        self.history = [(s, c) for s, c in self.history if held.intersection(range(s, s + c.shape[2]))]
+
+    def _noise(self, frames: int) -> torch.Tensor:
+        if self.latent_hw is None:
+            raise ValueError("the stream has no latent size: prime it with a start latent or give latent_hw")
+        h, w = self.latent_hw
+        c = self.experts.config.out_dim
+        n = torch.randn((self.batch, c, frames, h, w), generator=self.generator, dtype=torch.float32)
+        return n.to(self.device)
+
+    # ----------------------------------------------------------------- public loop
+    def prime(self, latent: torch.Tensor) -> None:
+        """Put clean latent frames (the encoded start image) into every expert's cache at t = 0."""
+        if latent.dim() != 5:
+            raise ValueError(f"start latent must be [batch, 16, frames, h, w], got {list(latent.shape)}")
+        if self.latent_hw is not None and tuple(latent.shape[-2:]) != tuple(self.latent_hw):
+            raise ValueError(f"start latent is {tuple(latent.shape[-2:])} but the stream is {self.latent_hw}")
+        self.latent_hw, self.batch = tuple(latent.shape[-2:]), latent.shape[0]
+        latent = latent.to(self.device, torch.float32)
+        start = self.next_frame
+        self._write_context(latent, start)
+        self._remember(start, latent)
+        self.next_frame += latent.shape[2]
+
+    def next_chunk(self, frames: int | None = None) -> torch.Tensor:
+        """Denoise the next chunk, write it into the caches, and return its clean latent [B, C, F, h, w]."""
+        frames = frames or self.options.chunk_frames
+        start = self.next_frame
+        x = self._noise(frames)
+        pred = x
+        for i, step in enumerate(self.plan):
+            v = self._call(step.expert, x, step.t, start)
+            pred = predict(x, v, step, self.sigma_b)
+            if i + 1 < len(self.plan):
+                x = renoise(pred, step, self.plan[i + 1], self.sigma_b, self._noise(frames))
+        if self.plan[-1].expert == "high":  # every step was above the boundary: finish with x0 = x_b path
+            pred = x - self.plan[-1].sigma * v
+        self._write_context(pred, start, order=list(reversed(self.experts.names)))
+        self._remember(start, pred)
+        self.next_frame += frames
+        self.chunk_index += 1
+        return pred
+
+    def chunks(self, count: int, frames: int | None = None):
+        """Yield `count` chunks one by one."""
+        for _ in range(count):
+            yield self.next_chunk(frames)
+
+    def fork(self) -> "Stream":
+        """An independent copy of this stream (caches, RNG, position) that can go on on its own."""
+        other = copy.copy(self)
+        other.caches = copy.deepcopy(self.caches)
+        other.history = list(self.history)
+        other.cross = dict(self.cross)
+        other.expert_calls = list(self.expert_calls)
+        other.generator = torch.Generator().set_state(self.generator.get_state())
+        return other
+
+    def cache_bytes(self) -> int:
+        return sum(c.nbytes() for c in self.caches.values())

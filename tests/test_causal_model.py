@@ -1,0 +1,96 @@
+"""The Wan DiT against diffusers' WanTransformer3DModel, and its input checks."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from causalwan.causal import keymap
+from causalwan.causal.model import CausalWanModel
+from tiny_models import tiny_config, tiny_model
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def diffusers_twin(m: CausalWanModel):
+    c = m.config
+    d = diffusers.WanTransformer3DModel(
+        patch_size=c.patch_size, num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
+        in_channels=c.in_dim, out_channels=c.out_dim, text_dim=c.text_dim, freq_dim=c.freq_dim,
+        ffn_dim=c.ffn_dim, num_layers=c.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        eps=c.eps, image_dim=c.clip_dim if c.image_branch else None,
+        added_kv_proj_dim=c.dim if c.image_branch else None).eval()
+    d.load_state_dict({keymap.to_diffusers(k): v for k, v in m.state_dict().items()}, strict=True)
+    return d
+
+
+@pytest.mark.parametrize("in_dim", [16, 36])
+def test_parity_with_diffusers_one_chunk(in_dim):
+    m = tiny_model(in_dim=in_dim)
+    d = diffusers_twin(m)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 16, 3, 8, 12, generator=g)
+    y = torch.randn(1, in_dim - 16, 3, 8, 12, generator=g) if in_dim > 16 else None
+    ctx = torch.randn(1, 16, 32, generator=g)
+    for t in (999.0, 421.5, 0.0):
+        tt = torch.tensor([t])
+        with torch.no_grad():
+            ours = m(x, tt, ctx, y=y)
+            ref = d(x if y is None else torch.cat([x, y], 1), tt, ctx, return_dict=False)[0]
+        assert ours.shape == (1, 16, 3, 8, 12)
+        assert (ours - ref).abs().max().item() <= 1e-4
+        assert ours.abs().mean() > 0.1  # a real signal, not zeros on both sides
+
+
+def test_parity_with_diffusers_wan21_image_branch():
+    # diffusers assumes 512 text tokens when it splits image from text context, so pad to 512 here.
+    m = tiny_model(in_dim=36, image_branch=True, clip_dim=24, text_len=512)
+    d = diffusers_twin(m)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 36, 2, 8, 8, generator=g)
+    ctx, clip = torch.randn(1, 10, 32, generator=g), torch.randn(1, 257, 24, generator=g)
+    with torch.no_grad():
+        ours = m(x[:, :16], torch.tensor([500.0]), ctx, y=x[:, 16:], clip_fea=clip)
+        ref = d(x, torch.tensor([500.0]), F.pad(ctx, (0, 0, 0, 502)), encoder_hidden_states_image=clip,
+                return_dict=False)[0]
+        without_img = m(x[:, :16], torch.tensor([500.0]), ctx, y=x[:, 16:], clip_fea=torch.zeros_like(clip))
+    assert (ours - ref).abs().max().item() <= 1e-4
+    assert (ours - without_img).abs().max().item() > 1e-3  # the image branch changes the output
+
+
+def test_keymap_round_trip_and_detection():
+    m = tiny_model(in_dim=36, image_branch=True, clip_dim=24)
+    keys = list(m.state_dict())
+    conv = [keymap.to_diffusers(k) for k in keys]
+    assert [keymap.to_original(k) for k in conv] == keys
+    assert keymap.is_diffusers(conv) and not keymap.is_diffusers(keys)
+    assert "blocks.0.norm2.weight" in conv and "blocks.0.norm3.weight" in keys  # the norm2/norm3 swap
+
+
+def test_per_frame_timesteps_match_single_frame_calls():
+    m = tiny_model()
+    g = torch.Generator().manual_seed(3)
+    x, ctx = torch.randn(1, 16, 2, 4, 4, generator=g), torch.randn(1, 5, 32, generator=g)
+    t = torch.tensor([[900.0, 100.0]])
+    mask = torch.eye(2, dtype=torch.bool).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    with torch.no_grad():
+        both = m(x, t, ctx, attn_mask=mask)
+        first = m(x[:, :, :1], torch.tensor([900.0]), ctx)
+        second = m(x[:, :, 1:], torch.tensor([100.0]), ctx, start_frame=1)
+    assert (both[:, :, :1] - first).abs().max() <= 1e-5
+    assert (both[:, :, 1:] - second).abs().max() <= 1e-5
+
+
+def test_bad_inputs_get_clear_errors():
+    m = tiny_model()
+    ctx = torch.randn(1, 4, 32)
+    with pytest.raises(ValueError, match="patch size"):
+        m(torch.randn(1, 16, 1, 5, 4), torch.tensor([1.0]), ctx)
+    with pytest.raises(ValueError, match="16 input channels"):
+        m(torch.randn(1, 8, 1, 4, 4), torch.tensor([1.0]), ctx)
+    with pytest.raises(ValueError, match="RoPE table"):
+        m(torch.randn(1, 16, 1, 4, 4), torch.tensor([1.0]), ctx, start_frame=1024)
+    with pytest.raises(ValueError, match=r"\[batch, tokens, 32\]"):
+        m(torch.randn(1, 16, 1, 4, 4), torch.tensor([1.0]), torch.randn(1, 4, 64))
+    with pytest.raises(ValueError, match="no image branch"):
+        m(torch.randn(1, 16, 1, 4, 4), torch.tensor([1.0]), ctx, clip_fea=torch.randn(1, 257, 1280))
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(dim=30, num_heads=4)

@@ -1,0 +1,108 @@
+"""The streaming loop: step warping and expert choice, determinism, continuing, priming."""
+import pytest
+import torch
+
+from causalwan.causal.experts import ExpertPair
+from causalwan.causal.schedule import CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, warp
+from causalwan.causal.stream import Stream, StreamOptions
+from tiny_models import tiny_model
+
+
+def pair(**kw):
+    return ExpertPair(low=tiny_model(1), high=tiny_model(2), boundary=875.0, **kw)
+
+
+def start_latent(seed=5, h=4, w=6):
+    return torch.randn(1, 16, 1, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def new_stream(experts, seed=0, **opts):
+    s = Stream(experts, seed=seed, options=StreamOptions(**opts))
+    s.set_prompt(torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(9)))
+    s.prime(start_latent())
+    return s
+
+
+def test_step_warping_self_forcing():
+    ts = [s.t for s in plan_steps([1000, 750, 500, 250], 5.0)]
+    assert ts == pytest.approx([1000, 937.5, 833.333, 625], abs=1e-3)
+    assert warp(1000, 12) == 1000
+    assert boundary_sigma(875, 5) == pytest.approx(0.8748499, abs=1e-7)
+
+
+@pytest.mark.parametrize("shift,high", [(5.0, 3), (12.0, 4)])
+def test_eight_steps_split_between_experts(shift, high):
+    s = new_stream(pair(), shift=shift, steps=CAUSALWAN_A14B_STEPS)
+    s.expert_calls.clear()
+    s.next_chunk()
+    calls = s.expert_calls
+    denoise, context = calls[:8], calls[8:]
+    assert [e for e, _ in denoise] == ["high"] * high + ["low"] * (8 - high)
+    assert [t for _, t in denoise] == pytest.approx([st.t for st in plan_steps(CAUSALWAN_A14B_STEPS, shift)])
+    assert context == [("low", 0.0), ("high", 0.0)]  # clean re-run: low expert's cache first
+
+
+def test_priming_runs_both_experts_at_t0():
+    s = Stream(pair())
+    s.set_prompt(torch.randn(1, 6, 32))
+    s.prime(start_latent())
+    assert s.expert_calls == [("high", 0.0), ("low", 0.0)]
+    assert s.next_frame == 1 and s.caches["high"].frames == [0] and s.caches["low"].frames == [0]
+
+
+def test_same_seed_same_output_bit_for_bit():
+    a = torch.cat(list(new_stream(pair(), seed=3).chunks(3)), 2)
+    b = torch.cat(list(new_stream(pair(), seed=3).chunks(3)), 2)
+    c = torch.cat(list(new_stream(pair(), seed=4).chunks(3)), 2)
+    assert a.shape == (1, 16, 9, 4, 6)
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("window", [None, 7])
+def test_stopped_and_continued_stream_equals_uninterrupted(window):
+    whole = torch.cat(list(new_stream(pair(), seed=1, window=window, sink=1).chunks(5)) if window else
+                      list(new_stream(pair(), seed=1).chunks(5)), 2)
+    opts = dict(window=window, sink=1) if window else {}
+    s = new_stream(pair(), seed=1, **opts)
+    first = list(s.chunks(2))
+    saved = s.fork()
+    del s
+    rest = list(saved.chunks(3))
+    assert torch.equal(torch.cat(first + rest, 2), whole)
+
+
+def test_fork_is_independent():
+    s = new_stream(pair(), seed=2)
+    s.next_chunk()
+    f = s.fork()
+    a, b = s.next_chunk(), f.next_chunk()
+    assert torch.equal(a, b)  # same state, same next chunk
+    s.next_chunk()
+    assert f.next_frame == 7 and s.next_frame == 10
+
+
+def test_dense_single_expert_and_text_to_video():
+    s = Stream(ExpertPair(low=tiny_model(1)), seed=0, latent_hw=(4, 6))
+    s.set_prompt(torch.randn(1, 6, 32))
+    out = s.next_chunk()
+    assert out.shape == (1, 16, 3, 4, 6)
+    assert [e for e, _ in s.expert_calls] == ["low"] * 5  # 4 Self-Forcing steps + the context pass
+
+
+def test_bad_stream_inputs():
+    with pytest.raises(ValueError, match="at least 1"):
+        Stream(pair(), options=StreamOptions(chunk_frames=0))
+    with pytest.raises(ValueError, match="do not match"):
+        ExpertPair(low=tiny_model(1), high=tiny_model(2, num_layers=3), boundary=875)
+    with pytest.raises(ValueError, match="boundary"):
+        ExpertPair(low=tiny_model(1), high=tiny_model(2))
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        plan_steps([500, 750], 5)
+    s = Stream(pair())
+    with pytest.raises(RuntimeError, match="set a prompt"):
+        s.prime(start_latent())
+    s = Stream(pair())
+    s.set_prompt(torch.randn(1, 6, 32))
+    with pytest.raises(ValueError, match="no latent size"):
+        s.next_chunk()

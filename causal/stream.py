@@ -20,9 +20,8 @@ import torch
 
 from .experts import ExpertPair
 from .kv_cache import KVCache, check_window
+from .prompts import PromptSchedule
 from .schedule import CONTEXT_T, SELF_FORCING_STEPS, CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, predict, renoise
-
-SWITCH_MODES = ("cut", "recache")
 
 
 @dataclass
@@ -73,8 +72,8 @@ class Stream:
     def set_prompt(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None, mode: str = "cut") -> None:
         """Use new text from the next chunk on. "cut": only the cross-attention cache changes; "recache": also
         re-run the cached clean frames at t = 0 so their keys/values follow the new text."""
-        if mode not in SWITCH_MODES:
-            raise ValueError(f"unknown prompt switch mode {mode!r}; choose one of {SWITCH_MODES}")
+        if mode not in ("cut", "recache"):
+            raise ValueError(f"unknown prompt switch mode {mode!r}; choose 'cut' or 'recache'")
         self.prompt, self.clip_fea = context, clip_fea
         self.cross = {}
         if self.experts.share_cross_cache:  # the released A14B: the high expert's cache serves both experts
@@ -130,18 +129,19 @@ class Stream:
         return n.to(self.device)
 
     # ----------------------------------------------------------------- public loop
-    def prime(self, latent: torch.Tensor) -> None:
-        """Put clean latent frames (the encoded start image) into every expert's cache at t = 0."""
+    def prime(self, latent: torch.Tensor, start_frame: int | None = None) -> None:
+        """Put clean latent frames (the encoded start image) into every expert's cache at t = 0, at
+        `start_frame` (default: the next frame of the stream)."""
         if latent.dim() != 5:
             raise ValueError(f"start latent must be [batch, 16, frames, h, w], got {list(latent.shape)}")
         if self.latent_hw is not None and tuple(latent.shape[-2:]) != tuple(self.latent_hw):
             raise ValueError(f"start latent is {tuple(latent.shape[-2:])} but the stream is {self.latent_hw}")
         self.latent_hw, self.batch = tuple(latent.shape[-2:]), latent.shape[0]
         latent = latent.to(self.device, torch.float32)
-        start = self.next_frame
+        start = self.next_frame if start_frame is None else start_frame
         self._write_context(latent, start)
         self._remember(start, latent)
-        self.next_frame += latent.shape[2]
+        self.next_frame = start + latent.shape[2]
 
     def next_chunk(self, frames: int | None = None) -> torch.Tensor:
         """Denoise the next chunk, write it into the caches, and return its clean latent [B, C, F, h, w]."""
@@ -167,6 +167,29 @@ class Stream:
         for _ in range(count):
             yield self.next_chunk(frames)
 
+    def run(self, count: int, schedule: PromptSchedule | None = None):
+        """Yield `count` chunks, applying the schedule's prompt changes before the chunks they name."""
+        if count < 1:
+            raise ValueError(f"the number of chunks must be at least 1, got {count}")
+        if schedule is not None:
+            schedule.check(count)
+        blend = None  # (previous text, change) while a blend is under way
+        for k in range(count):
+            change = schedule.at(k) if schedule is not None else None
+            if change is not None:
+                if change.mode == "blend" and self.prompt is not None:
+                    blend = (self.prompt, change)
+                else:
+                    blend = None
+                    self.set_prompt(change.context, change.clip_fea, "cut" if change.mode == "blend" else change.mode)
+            if blend is not None:
+                old, ch = blend
+                w = min(1.0, (k - ch.chunk + 1) / ch.blend_chunks)
+                self.set_prompt(blend_text(old, ch.context, w, self.experts.config.text_len), ch.clip_fea)
+                if w >= 1.0:
+                    self.prompt, blend = ch.context, None
+            yield self.next_chunk()
+
     def fork(self) -> "Stream":
         """An independent copy of this stream (caches, RNG, position) that can go on on its own."""
         other = copy.copy(self)
@@ -179,3 +202,12 @@ class Stream:
 
     def cache_bytes(self) -> int:
         return sum(c.nbytes() for c in self.caches.values())
+
+
+def blend_text(a: torch.Tensor, b: torch.Tensor, weight: float, text_len: int) -> torch.Tensor:
+    """(1 - weight) a + weight b, after zero-padding both texts to the same token count."""
+    n = max(a.shape[1], b.shape[1])
+    if n > text_len:
+        raise ValueError(f"text has {n} tokens; this model takes at most {text_len}")
+    pad = lambda x: torch.nn.functional.pad(x, (0, 0, 0, n - x.shape[1]))  # noqa: E731
+    return torch.lerp(pad(a).float(), pad(b).to(a.device).float(), weight).to(a.dtype)

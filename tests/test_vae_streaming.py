@@ -1,0 +1,93 @@
+"""StreamingDecoder: chunk-by-chunk decode equals whole decode; reset, close, dtypes and input errors."""
+
+import pytest
+import torch
+
+from causalwan.vae import StreamingDecoder, random_vae, video_to_images
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return random_vae(base_dim=8, seed=2)
+
+
+def _latent(frames, h=2, w=3, seed=0):
+    return torch.randn(1, 16, frames, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("sizes,frames_per_pass", [((1, 3, 3, 3), None), ((1, 3, 3, 3), 1), ((4, 6), None)])
+def test_chunks_equal_whole(vae, sizes, frames_per_pass):
+    z = _latent(sum(sizes))
+    whole = video_to_images(vae.decode(z))
+    dec = StreamingDecoder(vae, frames_per_pass=frames_per_pass)
+    outs = [dec.decode(part) for part in z.split(list(sizes), dim=2)]
+    expected = [1 + 4 * (sizes[0] - 1)] + [4 * s for s in sizes[1:]]
+    assert [o.shape[0] for o in outs] == expected
+    assert outs[0].shape[1:] == (16, 24, 3) and outs[0].device.type == "cpu"
+    streamed = torch.cat(outs)
+    assert streamed.shape == whole.shape == (1 + 4 * (sum(sizes) - 1), 16, 24, 3)
+    assert (streamed - whole).abs().max().item() <= TOL
+    assert 0.0 <= streamed.min() and streamed.max() <= 1.0
+    assert dec.latent_frames == sum(sizes) and dec.pixel_frames == streamed.shape[0]
+
+
+def test_reset_starts_a_new_stream(vae):
+    z = _latent(4, seed=1)
+    dec = StreamingDecoder(vae)
+    first = dec.decode(z)
+    dec.decode(_latent(3, seed=2))
+    dec.reset()
+    assert torch.equal(dec.decode(z), first)
+
+
+def test_chunk_after_close_raises(vae):
+    dec = StreamingDecoder(vae)
+    dec.decode(_latent(1))
+    dec.close()
+    with pytest.raises(RuntimeError, match="closed.*cannot decode another chunk"):
+        dec.decode(_latent(3))
+
+
+def test_bad_inputs_raise_clear_errors(vae):
+    dec = StreamingDecoder(vae)
+    with pytest.raises(ValueError, match="expected 16 latent channels.*got 3"):
+        dec.decode(torch.zeros(1, 3, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"expected a latent chunk \[B,16,T,h,w\]"):
+        dec.decode(torch.zeros(16, 1, 4, 4))
+    dec.decode(_latent(1))
+    with pytest.raises(ValueError, match="size 2x6 does not fit this stream.*reset"):
+        dec.decode(_latent(1, w=6))
+    with pytest.raises(ValueError, match="expected 3 colour channels.*got 4"):
+        vae.encode(torch.zeros(1, 4, 1, 32, 32))
+    with pytest.raises(ValueError, match="3 colour channels, got 4 channels"):
+        vae.encode_images(torch.zeros(1, 32, 32, 4))
+    with pytest.raises(ValueError, match="spatial size 30x32 does not fit.*multiples of 8"):
+        vae.encode(torch.zeros(1, 3, 1, 30, 32))
+    with pytest.raises(ValueError, match=r"1\+4k frames.*got 6"):
+        vae.encode(torch.zeros(1, 3, 6, 32, 32))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_decode_and_encode(dtype):
+    vae32 = random_vae(base_dim=8, seed=2)
+    vae_lp = random_vae(base_dim=8, seed=2).to(dtype)
+    z = _latent(2)
+    ref, out = vae32.decode(z), vae_lp.decode(z)
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().mean().item() < 0.02
+    image = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    zl = vae_lp.encode_images(image)
+    assert zl.dtype == torch.float32 and (zl - vae32.encode_images(image)).abs().mean().item() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_stream_matches_cpu():
+    vae_cpu = random_vae(base_dim=8, seed=2)
+    vae_gpu = random_vae(base_dim=8, seed=2).cuda()
+    z = _latent(7)
+    dec = StreamingDecoder(vae_gpu, output_device="cpu")
+    streamed = torch.cat([dec.decode(p) for p in z.cuda().split([1, 3, 3], dim=2)])
+    assert streamed.device.type == "cpu"
+    assert (streamed - video_to_images(vae_cpu.decode(z))).abs().max().item() < 1e-4

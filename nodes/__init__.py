@@ -1,2 +1,30 @@
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""The CausalWan nodes (classic ComfyUI API): ids and display names, one class per file."""
+from .chunk_sampler import CausalWanChunkSampler
+from .continue_stream import CausalWanContinue
+from .decode import CausalWanDecode
+from .model_loader import CausalWanModelLoader
+from .prompt_switch import CausalWanPromptSwitch
+from .start_image import CausalWanImageConditioner
+from .vae_loader import CausalWanVAELoader
+
+NODE_CLASS_MAPPINGS = {
+    "CausalWanModelLoader": CausalWanModelLoader,
+    "CausalWanVAELoader": CausalWanVAELoader,
+    "CausalWanImageConditioner": CausalWanImageConditioner,
+    "CausalWanPromptSwitch": CausalWanPromptSwitch,
+    "CausalWanChunkSampler": CausalWanChunkSampler,
+    "CausalWanContinue": CausalWanContinue,
+    "CausalWanDecode": CausalWanDecode,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CausalWanModelLoader": "CausalWan Model Loader",
+    "CausalWanVAELoader": "CausalWan VAE Loader",
+    "CausalWanImageConditioner": "CausalWan Start (Image or Text)",
+    "CausalWanPromptSwitch": "CausalWan Prompt Switch",
+    "CausalWanChunkSampler": "CausalWan Chunk Sampler",
+    "CausalWanContinue": "CausalWan Continue Stream",
+    "CausalWanDecode": "CausalWan Decode (Streaming VAE)",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

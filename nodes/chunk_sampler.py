@@ -1,0 +1,107 @@
+"""CausalWan Chunk Sampler: streams a video chunk by chunk from a start (image or noise) under a prompt timeline."""
+from __future__ import annotations
+
+import torch
+
+from ..causal.schedule import parse_steps
+from ..causal.stream import Stream, StreamOptions
+from . import comfy_adapter as adapter
+from .chunk_runner import run_chunks
+from .conditioning import as_prompt_list, to_schedule
+from .latents import to_comfy_latent
+from .values import CATEGORY, MODEL, PROMPTS_OR_CONDITIONING, START, STREAM, VAE, StreamState
+
+MAX_CHUNKS = 1000
+CACHE_BYTES_PER_VALUE = 2  # bf16 caches
+
+
+def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frames: int,
+                   sink_frames: int) -> StreamOptions:
+    """Widget values -> StreamOptions (empty steps: the model's own list; shift 0: the checkpoint's)."""
+    return StreamOptions(chunk_frames=int(frames_per_chunk),
+                         steps=tuple(parse_steps(steps)) if steps and steps.strip() else None,
+                         shift=float(shift) if shift > 0 else None,
+                         window=int(window_frames) or None, sink=int(sink_frames))
+
+
+def cache_estimate(config, latent_hw, frames: int, experts: int) -> int:
+    """Bytes of the KV caches for `frames` cached latent frames (keys + values, every layer, every expert)."""
+    pt, ph, pw = config.patch_size
+    tokens = (latent_hw[0] // ph) * (latent_hw[1] // pw) * frames
+    return 2 * config.num_layers * tokens * config.dim * CACHE_BYTES_PER_VALUE * experts
+
+
+class CausalWanChunkSampler:
+    DESCRIPTION = ("Generates a video chunk after chunk with a causal Wan model: each chunk is denoised in a few "
+                   "steps while attending to everything made before it (KV cache), so the video can run on "
+                   "and change prompt mid-stream. Connect a VAE to see each chunk as it is made.")
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT", STREAM)
+    RETURN_NAMES = ("latent", "stream")
+    OUTPUT_TOOLTIPS = ("The whole latent video (start frame included) in Wan VAE space: for CausalWan Decode "
+                       "(or core VAE Decode with a Wan VAE).",
+                       "The stream after its last chunk, for CausalWan Continue.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "Model from CausalWan Model Loader."}),
+            "start": (START, {"tooltip": "Start image and video size from CausalWan Start."}),
+            "prompts": (PROMPTS_OR_CONDITIONING, {"tooltip": (
+                "A CONDITIONING (CLIPTextEncode with a 'wan' CLIPLoader) for one prompt, or a timeline from "
+                "CausalWan Prompt Switch.")}),
+            "num_chunks": ("INT", {"default": 7, "min": 1, "max": MAX_CHUNKS, "tooltip": (
+                "Chunks to generate. With 3 latent frames per chunk each chunk adds 12 video frames; 7 chunks "
+                "after a start image make 85 frames.")}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of the noise of every chunk."}),
+            "steps": ("STRING", {"default": "", "multiline": False, "tooltip": (
+                "Denoising timesteps per chunk, e.g. '1000, 750, 500, 250'. Empty: the model's own list "
+                "(8 steps for CausalWan2.2-I2V-A14B, 4 for Self-Forcing). They are warped by the shift.")}),
+            "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": (
+                "Scheduler shift that warps the timesteps. 0: from the checkpoint (5 when it says nothing).")}),
+            "frames_per_chunk": ("INT", {"default": 3, "min": 1, "max": 21, "tooltip": (
+                "Latent frames per chunk (4 video frames each). The released causal models were trained with 3.")}),
+            "window_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": (
+                "Attention window in latent frames (rolling KV cache), for long videos in bounded memory. "
+                "0: attend to everything made so far (memory grows with the video).")}),
+            "sink_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": (
+                "With a window: the first frames that always stay in the cache (attention sink), e.g. 3. "
+                "Must be smaller than the window.")}),
+        }, "optional": {
+            "vae": (VAE, {"tooltip": "Optional CausalWan VAE: each chunk is decoded for a live preview."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps=None):
+        if isinstance(steps, str) and steps.strip():
+            try:
+                parse_steps(steps)
+            except ValueError as e:
+                return str(e)
+        return True
+
+    def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=3,
+               window_frames=0, sink_frames=0, vae=None, unique_id=None):
+        options = stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames)
+        schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,
+                               first_mode="cut")
+        start_frames = 0 if start.latent is None else start.latent.shape[2]
+        total = start_frames + num_chunks * options.chunk_frames
+        cached = min(total, options.window or total)
+        adapter.make_room(cache_estimate(model.config, start.latent_hw, cached, len(model.experts.names)),
+                          model.device)
+        stream = Stream(model.experts, seed=seed, options=options, latent_hw=start.latent_hw, batch=start.batch,
+                        device=model.device)
+        pieces, parts = [], []
+        if start.latent is not None:
+            stream.set_prompt(schedule.changes[0].context)
+            stream.prime(start.latent)
+            pieces.append(start_frames)
+            parts.append(start.latent.float().cpu())
+        chunks = run_chunks(stream, num_chunks, schedule, vae=vae, node_id=unique_id)
+        parts += [c.cpu() for c in chunks]
+        pieces += [c.shape[2] for c in chunks]
+        latent = torch.cat(parts, dim=2)
+        return (to_comfy_latent(latent, pieces), StreamState(stream, model, latent, pieces))

@@ -1,0 +1,226 @@
+"""The one place that talks to ComfyUI: model folders, progress, events, interrupts and GPU memory.
+
+Every function works without ComfyUI too (plain pytest, the CLI): folders then come from `set_model_folders`
+or from `$CAUSALWAN_MODELS_DIR` / `./models`, progress and events go to registered listeners only, an
+interrupt is requested with `request_interrupt()`, and memory calls fall back to plain torch.
+ComfyUI modules are looked up at call time (never at import), so importing this file never imports ComfyUI.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+log = logging.getLogger("causalwan")
+
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
+FOLDER_KINDS = ("diffusion_models", "vae", "text_encoders")
+CHUNK_EVENT = "causalwan.chunk"
+_DIFFUSERS_MARKERS = ("model_index.json", "transformer/config.json")
+_FOLDER_SEARCH_DEPTH = 2
+
+_folders: dict[str, list[str]] | None = None
+_progress_listeners: list[Callable] = []
+_event_listeners: list[Callable] = []
+_interrupt = threading.Event()
+
+
+class Interrupted(Exception):
+    """Raised by throw_if_interrupted() outside ComfyUI (inside ComfyUI its own exception is raised)."""
+
+
+def comfy(name: str):
+    """The ComfyUI module `name` ("folder_paths", "comfy.model_management", ...) or None outside ComfyUI."""
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        return importlib.import_module(name)
+    except Exception:  # not inside ComfyUI (or it cannot start here): every caller has a fallback
+        return None
+
+
+# ------------------------------------------------------------------------------------------- model folders
+def set_model_folders(folders: dict[str, list[str] | str] | None) -> None:
+    """Use these folders per kind instead of ComfyUI's (tests, CLI). None: back to ComfyUI / the default."""
+    global _folders
+    _folders = None if folders is None else {k: [str(p) for p in ([v] if isinstance(v, (str, Path)) else v)]
+                                             for k, v in folders.items()}
+
+
+def set_models_dir(root) -> None:
+    """Use `root/<kind>` for every kind (a ComfyUI-like `models` folder)."""
+    set_model_folders({k: [str(Path(root) / k)] for k in FOLDER_KINDS})
+
+
+def folder_paths(kind: str) -> list[str]:
+    """The folders searched for `kind`."""
+    if _folders is not None:
+        return list(_folders.get(kind, []))
+    fp = comfy("folder_paths")
+    if fp is not None:
+        try:
+            return list(fp.get_folder_paths(kind))
+        except Exception:
+            return []
+    root = Path(os.environ.get("CAUSALWAN_MODELS_DIR", "models"))
+    return [str(root / kind)]
+
+
+def _walk_files(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if f.lower().endswith(MODEL_EXTENSIONS):
+                out.append(Path(dirpath, f).relative_to(root).as_posix())
+    return out
+
+
+def diffusers_folders(kind: str = "diffusion_models") -> list[str]:
+    """Diffusers pipeline (or transformer) folders under the `kind` folders, as names ending in "/"."""
+    names = set()
+    for root in map(Path, folder_paths(kind)):
+        if not root.is_dir():
+            continue
+        level = [root]
+        for _ in range(_FOLDER_SEARCH_DEPTH):
+            nxt = []
+            for d in level:
+                for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                    if any((sub / m).is_file() for m in _DIFFUSERS_MARKERS):
+                        names.add(sub.relative_to(root).as_posix() + "/")
+                    else:
+                        nxt.append(sub)
+            level = nxt
+    return sorted(names)
+
+
+def model_files(kind: str) -> list[str]:
+    """Weight files of `kind` (relative names, "/"-separated), without those inside diffusers folders."""
+    if _folders is None and comfy("folder_paths") is not None:
+        try:
+            files = list(comfy("folder_paths").get_filename_list(kind))
+        except Exception:
+            files = []
+    else:
+        files = [f for root in folder_paths(kind) if Path(root).is_dir() for f in _walk_files(Path(root))]
+    inside = tuple(diffusers_folders(kind))
+    return sorted({f for f in files if not f.replace("\\", "/").startswith(inside)})
+
+
+def get_full_path(kind: str, name: str) -> str:
+    """Absolute path of a file or folder name from the lists above; a readable FileNotFoundError if absent."""
+    if name.endswith("/"):
+        for root in folder_paths(kind):
+            p = Path(root) / name.rstrip("/")
+            if p.is_dir():
+                return str(p)
+    else:
+        fp = comfy("folder_paths")
+        if _folders is None and fp is not None:
+            path = fp.get_full_path(kind, name)
+            if path:
+                return path
+        for root in folder_paths(kind):
+            p = Path(root) / name
+            if p.is_file():
+                return str(p)
+    searched = ", ".join(folder_paths(kind)) or "(no folders configured)"
+    raise FileNotFoundError(f"'{name}' was not found in the {kind} folders ({searched}); "
+                            f"put it there or refresh the node's file list")
+
+
+# ------------------------------------------------------------------------------------------- progress, events
+def add_progress_listener(fn: Callable) -> None:
+    """fn(value, total, preview_image_or_None, node_id) on every progress report."""
+    _progress_listeners.append(fn)
+
+
+def add_event_listener(fn: Callable) -> None:
+    """fn(event_name, data) on every custom event sent to the browser."""
+    _event_listeners.append(fn)
+
+
+def clear_listeners() -> None:
+    _progress_listeners.clear()
+    _event_listeners.clear()
+
+
+def progress(value: int, total: int, preview=None, node_id=None) -> None:
+    """Progress of the running node (with an optional PIL preview image) to ComfyUI's bar and to listeners."""
+    utils = comfy("comfy.utils")
+    if utils is not None and hasattr(utils, "ProgressBar"):
+        bar = utils.ProgressBar(total, node_id=node_id)
+        bar.update_absolute(value, total, ("JPEG", preview, 512) if preview is not None else None)
+    for fn in list(_progress_listeners):
+        fn(value, total, preview, node_id)
+
+
+def send_event(data: dict, event: str = CHUNK_EVENT) -> None:
+    """A custom websocket event for the frontend (web/causalwan_preview.js listens to "causalwan.chunk")."""
+    server = comfy("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is not None:
+        instance.send_sync(event, data)
+    for fn in list(_event_listeners):
+        fn(event, data)
+
+
+# ------------------------------------------------------------------------------------------- interrupts
+def request_interrupt() -> None:
+    """Ask the running node to stop at its next check (what ComfyUI's Cancel button does inside ComfyUI)."""
+    _interrupt.set()
+    mm = comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "interrupt_current_processing"):
+        mm.interrupt_current_processing(True)
+
+
+def throw_if_interrupted() -> None:
+    """Raise if a stop was requested; the request is consumed, so the next run goes ahead."""
+    mm = comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "throw_exception_if_processing_interrupted"):
+        mm.throw_exception_if_processing_interrupted()
+    if _interrupt.is_set():
+        _interrupt.clear()
+        raise Interrupted("generation was interrupted")
+
+
+# ------------------------------------------------------------------------------------------- devices, memory
+def torch_device() -> torch.device:
+    """The compute device: ComfyUI's choice inside ComfyUI, else CUDA when present, else CPU."""
+    mm = comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "get_torch_device"):
+        return torch.device(mm.get_torch_device())
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_room(nbytes: int, device=None, unload_all: bool = False) -> None:
+    """Ask ComfyUI to evict its models (text encoder, VAE, ...) so that `nbytes` fit on `device`.
+
+    unload_all: evict everything ComfyUI manages (before loading a 14B expert).
+    """
+    device = torch.device(device) if device is not None else torch_device()
+    mm = comfy("comfy.model_management")
+    if mm is not None:
+        if unload_all and hasattr(mm, "unload_all_models"):
+            mm.unload_all_models()
+        elif hasattr(mm, "free_memory") and device.type != "cpu":
+            mm.free_memory(int(nbytes), device)
+    soft_empty_cache()
+
+
+def soft_empty_cache() -> None:
+    """Return cached, unused GPU memory to the driver."""
+    gc.collect()
+    mm = comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "soft_empty_cache"):
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,54 @@
+"""CausalWan Continue: more chunks after a finished stream, optionally under new prompts.
+
+The upstream stream is forked, never advanced, so ComfyUI's cached sampler output stays valid: queueing again
+with other prompts or chunk counts here reuses the prefix without recomputing it.
+"""
+from __future__ import annotations
+
+import torch
+
+from .chunk_runner import run_chunks
+from .conditioning import as_prompt_list, to_schedule
+from .latents import to_comfy_latent
+from .values import CATEGORY, PROMPTS_OR_CONDITIONING, STREAM, VAE, StreamState
+
+PREVIEW_WARMUP_FRAMES = 3
+
+
+class CausalWanContinue:
+    DESCRIPTION = ("Continues a stream from CausalWan Chunk Sampler (or another Continue) for more chunks, "
+                   "optionally with new prompts. The upstream stream is copied, so changing this node re-runs "
+                   "only this node.")
+    CATEGORY = CATEGORY
+    FUNCTION = "go_on"
+    RETURN_TYPES = ("LATENT", STREAM)
+    RETURN_NAMES = ("latent", "stream")
+    OUTPUT_TOOLTIPS = ("The whole latent video so far: the upstream frames followed by the new chunks.",
+                       "The stream after the new chunks, for another Continue.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "stream": (STREAM, {"tooltip": "Stream output of CausalWan Chunk Sampler or Continue."}),
+            "num_chunks": ("INT", {"default": 4, "min": 1, "max": 1000, "tooltip": "Chunks to add."}),
+        }, "optional": {
+            "prompts": (PROMPTS_OR_CONDITIONING, {"tooltip": (
+                "New prompt (CONDITIONING) or timeline (CausalWan Prompt Switch, chunks counted from 0 = the "
+                "first chunk of this node), switched in with the timeline's mode. Unconnected: keep the "
+                "stream's prompt.")}),
+            "vae": (VAE, {"tooltip": "Optional CausalWan VAE for a live preview of each new chunk."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def go_on(self, stream: StreamState, num_chunks, prompts=None, vae=None, unique_id=None):
+        if not isinstance(stream, StreamState):
+            raise ValueError("the stream input must come from CausalWan Chunk Sampler or CausalWan Continue")
+        fork = stream.stream.fork()
+        schedule = None
+        if prompts is not None:
+            schedule = to_schedule(as_prompt_list(prompts), stream.model.config.text_len, stream.latent.shape[0],
+                                   num_chunks)
+        warmup = stream.latent[:, :, -PREVIEW_WARMUP_FRAMES:] if vae is not None else None
+        chunks = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
+        latent = torch.cat([stream.latent] + [c.cpu() for c in chunks], dim=2)
+        pieces = stream.pieces + [c.shape[2] for c in chunks]
+        return (to_comfy_latent(latent, pieces), StreamState(fork, stream.model, latent, pieces))

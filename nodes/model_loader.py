@@ -1,0 +1,138 @@
+"""CausalWan Model Loader: two expert files, a diffusers folder, or one dense causal checkpoint -> CAUSALWAN_MODEL."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from . import comfy_adapter as adapter
+from .values import CATEGORY, MODEL, LoadedModel
+
+log = logging.getLogger("causalwan")
+
+NONE = "none"
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}
+OFFLOAD_MODES = ("auto", "resident", "swap", "blocks")
+BIG_LOAD_BYTES = 4 << 30  # above this, ComfyUI is asked to unload all its models first
+
+
+def _bytes_on_disk(path: str) -> int:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".bin", ".pth"))
+
+
+def _describe_plan(model: LoadedModel) -> str:
+    """The memory-plan line (causal/memory_plan.py when present, else a summary of what was placed where)."""
+    try:
+        from ..causal import memory_plan
+    except ImportError:
+        memory_plan = None
+    if memory_plan is not None and hasattr(memory_plan, "plan_for"):
+        try:
+            return memory_plan.plan_for(model.experts, device=model.device, mode=model.offload).describe()
+        except Exception as e:  # a plan is advice: never fail a load because of it
+            log.warning("CausalWan: no memory plan: %s", e)
+    experts = model.experts.modules()
+    params = sum(p.numel() for p in next(iter(experts.values())).parameters())
+    nbytes = sum(p.numel() * p.element_size() for m in experts.values() for p in m.parameters())
+    kind = "expert pair (high/low noise)" if model.is_pair else "dense model"
+    return (f"{kind}: {len(experts)} x {params / 1e9:.2f}B params, {nbytes / 2**30:.2f} GiB of weights, "
+            f"offload {model.offload}, compute on {model.device}")
+
+
+def _place(experts, mode: str, device: torch.device):
+    """Apply the offload mode (causal/offload.py); resident without it means: move everything to the device."""
+    try:
+        from ..causal import offload
+    except ImportError:
+        offload = None
+    if offload is not None and hasattr(offload, "apply_offload"):
+        return offload.apply_offload(experts, mode, device)
+    if mode not in ("resident", "auto"):
+        raise ValueError(f"offload mode {mode!r} is not available in this install (causal/offload.py is missing); "
+                         "use 'resident'")
+    for m in experts.modules().values():
+        m.to(device)
+    return "resident"
+
+
+class CausalWanModelLoader:
+    DESCRIPTION = ("Loads a causal (chunk-autoregressive) Wan model: the two experts of CausalWan2.2-I2V-A14B "
+                   "(high-noise and low-noise files, or a diffusers folder), or one dense causal checkpoint "
+                   "(Self-Forcing / CausVid 1.3B) given as the low-noise file alone.")
+    CATEGORY = CATEGORY
+    FILE_INPUTS = ("high_noise_model", "low_noise_model", "diffusers_folder")  # filled from the model folders
+    FUNCTION = "load"
+    RETURN_TYPES = (MODEL, "STRING")
+    RETURN_NAMES = ("model", "memory_plan")
+    OUTPUT_TOOLTIPS = ("The loaded model for CausalWan Chunk Sampler.",
+                       "One line on the weights, where they live and the offload mode.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = [NONE] + adapter.model_files("diffusion_models")
+        folders = [NONE] + adapter.diffusers_folders("diffusion_models")
+        return {"required": {
+            "high_noise_model": (files, {"default": NONE, "tooltip": (
+                "High-noise expert file from models/diffusion_models (used for t >= boundary). 'none' for a "
+                "diffusers folder or a dense model.")}),
+            "low_noise_model": (files, {"default": NONE, "tooltip": (
+                "Low-noise expert file from models/diffusion_models. A dense causal checkpoint (Self-Forcing, "
+                "CausVid) goes here alone, with high_noise_model 'none'.")}),
+            "diffusers_folder": (folders, {"default": NONE, "tooltip": (
+                "Or a diffusers folder under models/diffusion_models (transformer/, transformer_2/, "
+                "model_index.json); leave both files at 'none' then.")}),
+            "weight_dtype": (list(DTYPES), {"default": "auto", "tooltip": (
+                "Dtype the weights are kept in. auto: as stored (bf16 for bf16/fp32 files, fp8 files stay fp8). "
+                "fp8_e4m3fn halves the memory of the blocks; compute stays in bf16.")}),
+            "boundary": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 999.0, "step": 1.0, "tooltip": (
+                "Timestep where sampling hands over from the high- to the low-noise expert. -1: from the "
+                "checkpoint (model_index.json boundary_ratio; 875 for CausalWan2.2-I2V-A14B).")}),
+            "offload": (list(OFFLOAD_MODES), {"default": "auto", "tooltip": (
+                "resident: all weights on the GPU. swap: one expert on the GPU at a time. blocks: stream the "
+                "blocks of the running expert. auto: the least offloading that fits free memory.")}),
+        }}
+
+    def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
+             offload="auto"):
+        from ..causal.weights import load_experts
+
+        if weight_dtype not in DTYPES:
+            raise ValueError(f"unknown weight dtype {weight_dtype!r}; choose one of {', '.join(DTYPES)}")
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"unknown offload mode {offload!r}; choose one of {', '.join(OFFLOAD_MODES)}")
+        high = None if high_noise_model == NONE else adapter.get_full_path("diffusion_models", high_noise_model)
+        low = None if low_noise_model == NONE else adapter.get_full_path("diffusion_models", low_noise_model)
+        folder = None if diffusers_folder == NONE else adapter.get_full_path("diffusion_models", diffusers_folder)
+        if folder is not None and (high or low):
+            raise ValueError("choose either a diffusers folder or model files, not both: set high_noise_model and "
+                             "low_noise_model to 'none' to load the folder")
+        if folder is None and low is None:
+            raise ValueError("no model chosen: pick the low-noise file (and the high-noise file for an expert "
+                             "pair), or a diffusers folder" if high is None else
+                             "the low-noise expert is missing: an expert pair needs both files (for a dense model "
+                             "put its file in low_noise_model and set high_noise_model to 'none')")
+        if high is not None and high == low:
+            raise ValueError("high_noise_model and low_noise_model are the same file; pick the two experts")
+
+        device = adapter.torch_device()
+        paths = [p for p in (high, low, folder) if p]
+        adapter.make_room(0, device, unload_all=sum(map(_bytes_on_disk, paths)) > BIG_LOAD_BYTES)
+        load_device = device if offload == "resident" else torch.device("cpu")
+        try:
+            experts = load_experts(high=high, low=low, folder=folder, dtype=DTYPES[weight_dtype],
+                                   device=load_device, boundary=None if boundary < 0 else float(boundary))
+        except (KeyError, RuntimeError) as e:  # shape/key mismatches deep in loading: say which files
+            raise ValueError(f"could not load {', '.join(map(_name, paths))} as a causal Wan model: {e}") from e
+        mode = _place(experts, offload, device)
+        model = LoadedModel(experts, device, ", ".join(map(_name, paths)), "", mode or offload)
+        model.plan = _describe_plan(model)
+        log.info("CausalWan: loaded %s; %s", model.source, model.plan)
+        return (model, model.plan)
+
+
+def _name(path: str) -> str:
+    return Path(path).name or str(path)

@@ -1,0 +1,92 @@
+"""CausalWan Start: the start of a stream, from an image (image-to-video) or from nothing (text-to-video)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from .values import CATEGORY, START, VAE, StartLatent
+
+log = logging.getLogger("causalwan")
+
+MULTIPLE = 16  # VAE stride 8 x DiT patch 2
+MAX_SIDE = 8192
+FITS = ("crop", "stretch")
+
+
+def snap(value: int, name: str) -> tuple[int, str]:
+    """Round a side to the nearest multiple of 16; a note when it changed; an error when it cannot be done."""
+    value = int(value)
+    if value < MULTIPLE or value > MAX_SIDE:
+        raise ValueError(f"{name} {value} cannot be used: it must be between {MULTIPLE} and {MAX_SIDE} pixels "
+                         f"(a multiple of {MULTIPLE})")
+    snapped = max(MULTIPLE, int(round(value / MULTIPLE)) * MULTIPLE)
+    if snapped == value:
+        return value, ""
+    return snapped, f"{name} {value} snapped to {snapped} (a multiple of {MULTIPLE})"
+
+
+def fit_image(image: torch.Tensor, width: int, height: int, fit: str = "crop") -> torch.Tensor:
+    """IMAGE [N, H, W, 3] -> [N, height, width, 3]: scaled to cover and centre-cropped ("crop"), or stretched."""
+    x = image.movedim(-1, 1).float()
+    if fit == "crop":
+        h, w = x.shape[-2:]
+        scale = max(width / w, height / h)
+        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (nh - height) // 2, (nw - width) // 2
+        x = x[..., top:top + height, left:left + width]
+    else:
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.movedim(1, -1).clamp(0, 1)
+
+
+class CausalWanImageConditioner:
+    DESCRIPTION = ("The start of a stream. With an image: the image is resized to width x height and encoded by "
+                   "the VAE into latent frame 0, which both experts read before the first chunk "
+                   "(image-to-video). Without an image: text-to-video from noise at that size.")
+    CATEGORY = CATEGORY
+    FUNCTION = "start"
+    RETURN_TYPES = (START, "STRING")
+    RETURN_NAMES = ("start", "note")
+    OUTPUT_TOOLTIPS = ("Start latent and video size for CausalWan Chunk Sampler.",
+                       "What was adjusted (sizes snapped to multiples of 16, extra images ignored); empty if "
+                       "nothing was.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 832, "min": MULTIPLE, "max": MAX_SIDE, "step": MULTIPLE, "tooltip": (
+                "Video width in pixels; a multiple of 16 (other values are snapped to the nearest one).")}),
+            "height": ("INT", {"default": 480, "min": MULTIPLE, "max": MAX_SIDE, "step": MULTIPLE, "tooltip": (
+                "Video height in pixels; a multiple of 16 (other values are snapped to the nearest one).")}),
+            "fit": (list(FITS), {"default": "crop", "tooltip": (
+                "How the image meets width x height: crop = scale to cover, then cut the centre (keeps the "
+                "aspect); stretch = scale to exactly that size.")}),
+        }, "optional": {
+            "image": ("IMAGE", {"tooltip": "Start image (first frame of the video). Leave unconnected for "
+                                           "text-to-video."}),
+            "vae": (VAE, {"tooltip": "CausalWan VAE that encodes the start image; needed only with an image."}),
+        }}
+
+    def start(self, width, height, fit="crop", image=None, vae=None):
+        if fit not in FITS:
+            raise ValueError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+        width, note_w = snap(width, "width")
+        height, note_h = snap(height, "height")
+        notes = [n for n in (note_w, note_h) if n]
+        latent = None
+        if image is not None:
+            if vae is None:
+                raise ValueError("a start image needs a VAE to encode it: connect a CausalWan VAE Loader to 'vae'")
+            if image.dim() != 4 or image.shape[-1] not in (3, 4):
+                raise ValueError(f"expected an IMAGE [frames, height, width, 3], got {list(image.shape)}")
+            if image.shape[0] > 1:
+                notes.append(f"{image.shape[0]} images given; the first one starts the video")
+            frame = fit_image(image[:1, ..., :3], width, height, fit)
+            latent = vae.vae.encode_images(frame).cpu()
+        note = "; ".join(notes)
+        if note:
+            log.warning("CausalWan Start: %s", note)
+        return (StartLatent(latent, width, height, 1, note), note)

@@ -1,0 +1,95 @@
+"""What travels on the CausalWan sockets: the socket type names and the objects behind them.
+
+ComfyUI caches node outputs and hands the same object to every downstream node, so these objects are treated
+as read-only once a node has returned them; nodes that go on from one (Continue) work on a copy (`fork`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+MODEL = "CAUSALWAN_MODEL"
+VAE = "CAUSALWAN_VAE"
+START = "CAUSALWAN_START"
+PROMPTS = "CAUSALWAN_PROMPTS"
+STREAM = "CAUSALWAN_STREAM"
+PROMPTS_OR_CONDITIONING = f"{PROMPTS},CONDITIONING"  # a union socket: either link type is accepted
+CATEGORY = "CausalWan"
+
+
+@dataclass
+class LoadedModel:
+    """A loaded ExpertPair, the device it computes on, and how it was loaded."""
+
+    experts: object  # causal.experts.ExpertPair
+    device: torch.device
+    source: str  # what was loaded, for messages
+    plan: str  # the memory-plan line shown to the user
+    offload: str = "resident"
+
+    @property
+    def config(self):
+        return self.experts.config
+
+    @property
+    def is_pair(self) -> bool:
+        return self.experts.high is not None
+
+
+@dataclass
+class LoadedVAE:
+    vae: object  # vae.WanVAE
+    source: str
+
+
+@dataclass
+class StartLatent:
+    """Where a stream starts: the normalised start latent (image-to-video) or None (text-to-video)."""
+
+    latent: torch.Tensor | None  # [B, 16, 1, h, w], normalised
+    width: int
+    height: int
+    batch: int = 1
+    note: str = ""
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return self.height // 8, self.width // 8
+
+
+@dataclass
+class PromptEntry:
+    chunk: int  # first chunk (counted from 0 = the first chunk of the run) that uses this text
+    text: torch.Tensor  # [B, L, text_dim] as it came from the CONDITIONING (padded/trimmed later)
+    mode: str = "cut"
+
+
+@dataclass
+class PromptList:
+    """Texts and the chunks at which they take over; the first entry starts at chunk 0."""
+
+    entries: list[PromptEntry]
+    blend_chunks: int = 2
+
+    def describe(self) -> str:
+        return ", ".join(f"prompt {i + 1} from chunk {e.chunk}" for i, e in enumerate(self.entries))
+
+
+@dataclass
+class StreamState:
+    """A stream that has made some chunks, and the latent video so far.
+
+    `stream` is never advanced after this object is output; continuing works on `stream.fork()`.
+    `pieces` are the latent frame counts of the start and of every chunk, in order (they sum to the frames of
+    `latent`), so a decoder can follow the chunks.
+    """
+
+    stream: object  # causal.stream.Stream
+    model: LoadedModel
+    latent: torch.Tensor  # normalised [B, 16, T, h, w], all frames so far (start frame included)
+    pieces: list[int] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        return self.stream.chunk_index

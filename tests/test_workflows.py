@@ -1,0 +1,197 @@
+"""The shipped workflows fit the node definitions (ours + a table of ComfyUI 0.3.64 core nodes), and the UI ->
+API converter turns each into a prompt the server would take."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+import causalwan
+from causalwan.nodes.core_nodes import COMFYUI_VERSION, CORE_NODES, FILE_LISTS
+from causalwan.nodes.workflow_check import check_workflow, file_inputs_of
+from causalwan.nodes.workflow_format import object_info, ui_to_api, widget_slots
+
+ROOT = Path(causalwan.__file__).parent
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+INFO = {**CORE_NODES, **object_info(causalwan.NODE_CLASS_MAPPINGS, causalwan.NODE_DISPLAY_NAME_MAPPINGS)}
+FILES = set(FILE_LISTS) | file_inputs_of(causalwan.NODE_CLASS_MAPPINGS)
+
+
+def load(path):
+    return json.loads(Path(path).read_text())
+
+
+def by_type(wf, kind):
+    return [n for n in wf["nodes"] if n["type"] == kind]
+
+
+def test_the_four_workflows_exist_and_are_duplicated_for_the_template_browser():
+    names = [p.name for p in WORKFLOWS]
+    assert names == ["causalwan_i2v_comfy_files.json", "causalwan_i2v_diffusers_folder.json",
+                     "causalwan_prompt_switch_and_continue.json", "causalwan_t2v_dense_1.3b.json"]
+    for p in WORKFLOWS:
+        twin = ROOT / "example_workflows" / p.name
+        assert twin.is_file() and not twin.is_symlink()
+        assert twin.read_bytes() == p.read_bytes()
+    assert COMFYUI_VERSION == "0.3.64"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_fits_the_node_definitions(path):
+    wf = load(path)
+    assert check_workflow(wf, INFO, FILES) == []
+    types = {n["type"] for n in wf["nodes"]}
+    assert {"CausalWanModelLoader", "CausalWanChunkSampler", "CausalWanDecode", "CLIPLoader", "CLIPTextEncode",
+            "CreateVideo", "SaveVideo"} <= types
+    assert all(t in causalwan.NODE_CLASS_MAPPINGS or t in CORE_NODES or t == "MarkdownNote" for t in types)
+    for clip in by_type(wf, "CLIPLoader"):
+        assert clip["widgets_values"][1] == "wan"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_ui_to_api_conversion(path):
+    wf = load(path)
+    api = ui_to_api(wf, INFO)
+    real = [n for n in wf["nodes"] if n["type"] != "MarkdownNote"]
+    assert sorted(api) == sorted(str(n["id"]) for n in real)
+    for node in real:
+        entry = api[str(node["id"])]
+        assert entry["class_type"] == node["type"]
+        widgets = [n for n, _, _ in widget_slots(INFO[node["type"]])]
+        sockets = [i["name"] for i in node["inputs"] if i["link"] is not None]
+        assert set(entry["inputs"]) == set(widgets) | set(sockets)
+        for name in sockets:
+            src, slot = entry["inputs"][name]
+            assert isinstance(src, str) and src in api and isinstance(slot, int)
+    sampler = next(v for v in api.values() if v["class_type"] == "CausalWanChunkSampler")
+    assert isinstance(sampler["inputs"]["seed"], int)  # "fixed" (control_after_generate) is UI-only
+    assert sampler["inputs"]["steps"] == "" and sampler["inputs"]["num_chunks"] >= 7
+    for load_image in (v for v in api.values() if v["class_type"] == "LoadImage"):
+        assert load_image["inputs"] == {"image": "example.png"}  # the "upload" button value is UI-only
+    json.dumps(api)
+
+
+def test_prompt_switch_workflow_wiring():
+    wf = load(ROOT / "workflows" / "causalwan_prompt_switch_and_continue.json")
+    api = ui_to_api(wf, INFO)
+    (sw,) = [v for v in api.values() if v["class_type"] == "CausalWanPromptSwitch"]
+    assert sw["inputs"]["switch_mode"] == "recache"
+    assert (sw["inputs"]["start_chunk_2"], sw["inputs"]["start_chunk_3"]) == (3, 5)
+    assert "conditioning_4" not in sw["inputs"]
+    (cont,) = [v for v in api.values() if v["class_type"] == "CausalWanContinue"]
+    assert api[cont["inputs"]["stream"][0]]["class_type"] == "CausalWanChunkSampler"
+    assert cont["inputs"]["stream"][1] == 1
+    assert api[cont["inputs"]["prompts"][0]]["class_type"] == "CLIPTextEncode"
+    (dec,) = [v for v in api.values() if v["class_type"] == "CausalWanDecode"]
+    assert dec["inputs"]["latent"][0] == [k for k, v in api.items() if v is cont][0]
+
+
+def test_dense_workflow_is_text_to_video_with_a_window():
+    wf = load(ROOT / "workflows" / "causalwan_t2v_dense_1.3b.json")
+    api = ui_to_api(wf, INFO)
+    (loader,) = [v for v in api.values() if v["class_type"] == "CausalWanModelLoader"]
+    assert loader["inputs"]["high_noise_model"] == "none" and loader["inputs"]["low_noise_model"] != "none"
+    (start,) = [v for v in api.values() if v["class_type"] == "CausalWanImageConditioner"]
+    assert "image" not in start["inputs"]
+    (s,) = [v for v in api.values() if v["class_type"] == "CausalWanChunkSampler"]
+    assert (s["inputs"]["window_frames"], s["inputs"]["sink_frames"]) == (12, 3)
+
+
+# ------------------------------------------------------------------------ the checker and converter can fail
+def sampler_of(wf):
+    return by_type(wf, "CausalWanChunkSampler")[0]
+
+
+@pytest.fixture
+def wf():
+    return load(ROOT / "workflows" / "causalwan_i2v_comfy_files.json")
+
+
+def test_checker_finds_a_missing_seed_control_value(wf):
+    sampler_of(wf)["widgets_values"].remove("fixed")
+    (p,) = check_workflow(wf, INFO, FILES)
+    assert "7 widget values, the definition needs 8" in p
+
+
+def test_checker_finds_values_out_of_range_and_of_wrong_type(wf):
+    v = sampler_of(wf)["widgets_values"]
+    v[0] = 0  # num_chunks min 1
+    v[2] = "sometimes"  # control_after_generate
+    v[5] = 3.5  # frames_per_chunk INT
+    problems = check_workflow(wf, INFO, FILES)
+    assert any("num_chunks=0 is below the minimum 1" in p for p in problems)
+    assert any("control_after_generate='sometimes'" in p for p in problems)
+    assert any("frames_per_chunk=3.5 is not an integer" in p for p in problems)
+
+
+def test_checker_finds_a_bad_combo_but_accepts_any_model_file(wf):
+    loader = by_type(wf, "CausalWanModelLoader")[0]
+    loader["widgets_values"][0] = "my_own_expert.safetensors"  # file dropdown: any file name
+    loader["widgets_values"][5] = "everywhere"  # offload
+    (p,) = check_workflow(wf, INFO, FILES)
+    assert "offload='everywhere' is not one of" in p
+
+
+def test_checker_finds_a_link_of_the_wrong_type(wf):
+    s = sampler_of(wf)
+    link_id = s["inputs"][[i["name"] for i in s["inputs"]].index("start")]["link"]
+    link = next(lk for lk in wf["links"] if lk[0] == link_id)
+    vae = by_type(wf, "CausalWanVAELoader")[0]
+    vae["outputs"][0]["links"].append(link_id)
+    start_node = next(n for n in wf["nodes"] if n["id"] == link[1])
+    start_node["outputs"][link[2]]["links"].remove(link_id)
+    link[1], link[2], link[5] = vae["id"], 0, "CAUSALWAN_VAE"
+    (p,) = check_workflow(wf, INFO, FILES)
+    assert "CAUSALWAN_VAE into CausalWanChunkSampler.start, which takes CAUSALWAN_START" in p
+
+
+def test_checker_finds_an_unconnected_required_socket_and_unknown_type(wf):
+    s = sampler_of(wf)
+    for inp in s["inputs"]:
+        if inp["name"] == "model":
+            wf["links"] = [lk for lk in wf["links"] if lk[0] != inp["link"]]
+            for n in wf["nodes"]:
+                for o in n["outputs"]:
+                    if o.get("links") and inp["link"] in o["links"]:
+                        o["links"].remove(inp["link"])
+            inp["link"] = None
+    by_type(wf, "CreateVideo")[0]["type"] = "CreateVideoX"
+    problems = check_workflow(wf, INFO, FILES)
+    assert any("required input 'model' is not connected" in p for p in problems)
+    assert any("unknown node type 'CreateVideoX'" in p for p in problems)
+    with pytest.raises(ValueError, match="unknown node type 'CreateVideoX'"):
+        ui_to_api(wf, INFO)
+
+
+def test_union_sockets_take_either_type(wf):
+    # the sampler's prompts socket is "CAUSALWAN_PROMPTS,CONDITIONING": a CONDITIONING link is valid
+    s = sampler_of(wf)
+    link_id = next(i["link"] for i in s["inputs"] if i["name"] == "prompts")
+    assert next(lk for lk in wf["links"] if lk[0] == link_id)[5] == "CONDITIONING"
+    assert check_workflow(wf, INFO, FILES) == []
+
+
+def test_converter_follows_reroutes_and_bypassed_nodes_and_drops_muted_ones(wf):
+    wf = copy.deepcopy(wf)
+    dec = by_type(wf, "CausalWanDecode")[0]
+    cv = by_type(wf, "CreateVideo")[0]
+    img_link = next(i["link"] for i in cv["inputs"] if i["name"] == "images")
+    # reroute the decoder -> CreateVideo link
+    rr = {"id": 99, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 100}],
+          "outputs": [{"name": "", "type": "IMAGE", "links": [img_link]}], "widgets_values": []}
+    wf["nodes"].append(rr)
+    link = next(lk for lk in wf["links"] if lk[0] == img_link)
+    link[1], link[2] = 99, 0
+    wf["links"].append([100, dec["id"], 0, 99, 0, "IMAGE"])
+    api = ui_to_api(wf, INFO)
+    assert api[str(cv["id"])]["inputs"]["images"] == [str(dec["id"]), 0]
+    assert "99" not in api
+    # bypass the decoder: CreateVideo would get the decoder's first input of type IMAGE -- there is none
+    dec["mode"] = 4
+    api = ui_to_api(wf, INFO)
+    assert str(dec["id"]) not in api and "images" not in api[str(cv["id"])]["inputs"]
+    # mute the text encoder: the sampler loses its prompts link
+    enc = by_type(wf, "CLIPTextEncode")[0]
+    enc["mode"] = 2
+    api = ui_to_api(wf, INFO)
+    assert str(enc["id"]) not in api and "prompts" not in api[str(sampler_of(wf)["id"])]["inputs"]

@@ -1,0 +1,145 @@
+"""Build a CausalWanModel from a TensorSource without ever holding the weights twice.
+
+The model is created on the meta device (no memory), checked against the checkpoint's names and shapes before any
+tensor data is read, and then filled tensor by tensor: read (memory-mapped), convert to its dtype, move to the
+device, assign. Linear layers whose file weight is fp8 become FP8Linear layers that keep it fp8; with
+`quantize_fp8` the big Linear weights inside the blocks are quantised on load (per-tensor scale).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .checkpoint_files import TensorSource, WeightsError, first
+from .config import WanConfig
+from .fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, FP8Linear, dequantize, is_fp8, normalize_scale, quant_format
+from .fp8 import quantize
+from .model import CausalWanModel
+
+# Linear layers that stay in the compute dtype even when the file stores them in fp8: the model reads its output
+# dtype from head.head.
+KEEP_DENSE = ("head.head",)
+
+
+@dataclass
+class Plan:
+    """How each weight of the model is filled from the source."""
+
+    fp8_layers: dict = field(default_factory=dict)  # module path -> (fp8 dtype, scale key or None, quantise on load)
+    scales: dict = field(default_factory=dict)  # module path -> scale key, for fp8 tensors that get dequantised
+    aux: set = field(default_factory=set)  # source keys read past (scales, markers, input scales)
+
+
+def meta_model(cfg: WanConfig) -> CausalWanModel:
+    with torch.device("meta"):
+        return CausalWanModel(cfg)
+
+
+def plan(model: nn.Module, src: TensorSource, quantize_fp8: torch.dtype | None) -> Plan:
+    """Decide per Linear whether it is fp8 (from the file, or by request), and which keys are scales."""
+    p = Plan()
+    if MARKER in src:
+        p.aux.add(MARKER)
+    for path, mod in model.named_modules():
+        wkey = f"{path}.weight"
+        if wkey not in src:
+            continue
+        scale_key = next((f"{path}.{s}" for s in SCALE_SUFFIXES if f"{path}.{s}" in src), None)
+        p.aux.update(k for k in (f"{path}.{s}" for s in SCALE_SUFFIXES + AUX_SUFFIXES) if k in src)
+        fp8 = src.dtypes[wkey]
+        if f"{path}.comfy_quant" in src:
+            try:
+                fp8 = quant_format(src.get(f"{path}.comfy_quant"), f"'{src.path}' layer {path}")
+            except ValueError as e:
+                raise WeightsError(str(e)) from e
+            if src.dtypes[wkey] != fp8:
+                raise WeightsError(f"'{src.path}': {wkey} is {src.dtypes[wkey]} but its comfy_quant says {fp8}")
+        linear = isinstance(mod, nn.Linear) and path not in KEEP_DENSE
+        if is_fp8(fp8) and linear:
+            p.fp8_layers[path] = (fp8, scale_key, False)
+        elif is_fp8(fp8) or scale_key is not None:
+            p.scales[path] = scale_key  # an fp8 conv / norm / head: dequantised to the compute dtype
+        elif quantize_fp8 is not None and linear and path.startswith("blocks."):
+            p.fp8_layers[path] = (quantize_fp8, None, True)
+    return p
+
+
+def swap_fp8_layers(model: nn.Module, p: Plan, compute_dtype: torch.dtype) -> None:
+    for path, (fp8, _, _) in p.fp8_layers.items():
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        old = getattr(parent, name)
+        setattr(parent, name, FP8Linear(old.in_features, old.out_features, old.bias is not None, fp8, compute_dtype,
+                                        device=torch.device("meta")))
+
+
+def check(model: nn.Module, src: TensorSource, p: Plan, cfg: WanConfig) -> None:
+    """Raise naming the file, expected vs found, and the first offending keys, before any data is read."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    scale_buffers = {f"{path}.scale_weight" for path in p.fp8_layers}
+    found = set(src.keys()) - p.aux
+    missing = sorted(k for k in expected if k not in found and k not in scale_buffers)
+    unexpected = sorted(found - set(expected))
+    wrong = [f"{k} {list(src.shapes[k])} (expected {list(s)})" for k, s in expected.items()
+             if k in found and src.shapes[k] != s]
+    problems = [f"{len(v)} {what} (first: {first(v)})" for what, v in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if v]
+    if problems:
+        raise WeightsError(f"'{src.path}' does not match a Wan transformer with {cfg.describe()} "
+                           f"({len(expected)} tensors expected, {len(found)} found): " + "; ".join(problems))
+
+
+def fill(model: nn.Module, src: TensorSource, p: Plan, dtype: torch.dtype, device) -> None:
+    """Assign every parameter and buffer from the source, one tensor at a time."""
+    device = torch.device(device)
+    for path, mod in model.named_modules():
+        local = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
+        for name, _ in local:
+            key = f"{path}.{name}" if path else name
+            if path in p.fp8_layers and name in ("weight", "scale_weight"):
+                continue
+            t = src.get(key)
+            if path in p.scales and name == "weight":
+                scale = src.get(p.scales[path]) if p.scales[path] else None
+                scale = None if scale is None else normalize_scale(scale, t.shape[0], f"'{src.path}' {key}")
+                if scale is not None and t.dim() > 2:
+                    scale = scale.reshape(-1, *([1] * (t.dim() - 1))) if scale.dim() else scale
+                t = dequantize(t, scale, dtype)
+            _assign(mod, name, t.to(device=device, dtype=dtype))
+        if path in p.fp8_layers:
+            _fill_fp8(mod, path, src, p.fp8_layers[path], device)
+    left = [k for k, v in list(model.named_parameters()) + list(model.named_buffers()) if v.is_meta]
+    if left:
+        raise WeightsError(f"'{src.path}': {len(left)} tensors were not filled (first: {first(left)})")
+
+
+def _fill_fp8(mod: FP8Linear, path: str, src: TensorSource, how, device) -> None:
+    fp8, scale_key, requantize = how
+    w = src.get(f"{path}.weight")
+    if requantize:
+        w, scale = quantize(w, fp8)
+    else:
+        scale = src.get(scale_key) if scale_key else torch.ones(())
+        scale = normalize_scale(scale, w.shape[0], f"'{src.path}' {path}")
+    mod._buffers["weight"] = w.to(device)
+    mod._buffers["scale_weight"] = scale.to(device)
+
+
+def _assign(mod: nn.Module, name: str, t: torch.Tensor) -> None:
+    if name in mod._parameters:
+        mod._parameters[name] = nn.Parameter(t, requires_grad=False)
+    else:
+        mod._buffers[name] = t
+
+
+def build(cfg: WanConfig, src: TensorSource, dtype: torch.dtype, device="cpu",
+          quantize_fp8: torch.dtype | None = None) -> CausalWanModel:
+    """The whole path: meta model -> plan fp8 layers -> check names and shapes -> fill -> eval()."""
+    model = meta_model(cfg)
+    p = plan(model, src, quantize_fp8)
+    swap_fp8_layers(model, p, dtype)
+    check(model, src, p, cfg)
+    fill(model, src, p, dtype, device)
+    return model.eval()

@@ -1,0 +1,255 @@
+"""Reading checkpoint files lazily: one safetensors file, a sharded safetensors index, or a torch pickle.
+
+A `TensorSource` knows every tensor's name, shape and dtype from the file headers before any data is read, and
+reads one tensor at a time on request, so a loader can check a whole checkpoint first and then materialise it
+tensor by tensor. safetensors tensors come back memory-mapped (no copy until a dtype conversion); torch pickles
+are opened with `weights_only=True` (and memory-mapped when the file format allows it), so no pickled code runs.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+# Where training code nests the generator's weights in a .pt (Self-Forcing: generator_ema / generator; CausVid:
+# generator; plain trainers: model / state_dict / module). The first one present wins.
+WRAPPER_KEYS = ("generator_ema", "generator", "model_ema", "ema", "state_dict", "model", "module", "net",
+                "transformer")
+SHOW = 5  # offending keys named in an error message
+
+
+class WeightsError(ValueError):
+    """Weights could not be read, or do not match the model they are loaded into."""
+
+
+def first(items, n: int = SHOW) -> str:
+    items = list(items)
+    more = f", ... ({len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(repr(i) for i in items[:n]) + more
+
+
+class TensorSource:
+    """Names, shapes and dtypes of a checkpoint's tensors, and a reader for one tensor at a time."""
+
+    def __init__(self, path, shapes: dict, dtypes: dict, read: Callable[[str], torch.Tensor], metadata=None):
+        self.path = str(path)
+        self.shapes = {k: tuple(s) for k, s in shapes.items()}
+        self.dtypes = dict(dtypes)
+        self._read = read
+        self.metadata = metadata or {}
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def __contains__(self, key) -> bool:
+        return key in self.shapes
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def get(self, key: str) -> torch.Tensor:
+        if key not in self.shapes:
+            raise KeyError(f"'{self.path}' has no tensor {key!r}")
+        return self._read(key)
+
+    def nbytes(self) -> int:
+        return sum(_numel(s) * _itemsize(self.dtypes[k]) for k, s in self.shapes.items())
+
+    def rename(self, fn: Callable[[str], str | None]) -> "TensorSource":
+        """A view with keys renamed by `fn` (None drops a key); reads still go to the original names."""
+        names: dict[str, str] = {}
+        for k in self.shapes:
+            new = fn(k)
+            if new is None:
+                continue
+            if new in names:
+                raise WeightsError(f"'{self.path}': keys {names[new]!r} and {k!r} both map to {new!r}; "
+                                   "the file mixes two naming schemes or two models")
+            names[new] = k
+        return TensorSource(self.path, {n: self.shapes[o] for n, o in names.items()},
+                            {n: self.dtypes[o] for n, o in names.items()}, lambda n: self._read(names[n]),
+                            self.metadata)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def corrupt(path, kind: str, err: Exception) -> WeightsError:
+    return WeightsError(f"could not read '{path}' as {kind}: {type(err).__name__}: {err}. The file is truncated or "
+                        "corrupt (an interrupted download?) or is not a weights file; download it again.")
+
+
+# ----------------------------------------------------------------------------------------------- safetensors
+def open_safetensors(path) -> TensorSource:
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+        shapes, dtypes = {}, {}
+        for k in handle.keys():
+            sl = handle.get_slice(k)
+            shapes[k], dtypes[k] = sl.get_shape(), _st_dtype(sl.get_dtype(), path, k)
+        metadata = handle.metadata()
+    except WeightsError:
+        raise
+    except Exception as e:  # SafetensorError is not exported as a class we can import reliably
+        raise corrupt(path, "safetensors", e) from e
+
+    def read(key):
+        try:
+            return handle.get_tensor(key)
+        except Exception as e:
+            raise corrupt(path, "safetensors", e) from e
+
+    return TensorSource(path, shapes, dtypes, read, metadata)
+
+
+def _st_dtype(name: str, path, key) -> torch.dtype:
+    if name not in SAFETENSORS_DTYPES:
+        raise WeightsError(f"'{path}': tensor {key!r} has dtype {name}, which this loader does not read "
+                           f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
+    return SAFETENSORS_DTYPES[name]
+
+
+def open_sharded(index_path) -> TensorSource:
+    """`*.safetensors.index.json` (`weight_map`: tensor name -> shard file) and its shards."""
+    index_path = Path(index_path)
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except Exception as e:
+        raise WeightsError(f"could not read the shard index '{index_path}': {type(e).__name__}: {e}") from e
+    shards: dict[str, TensorSource] = {}
+    for name in sorted(set(weight_map.values())):
+        shard = index_path.parent / name
+        if not shard.is_file():
+            raise WeightsError(f"'{index_path}' lists the shard '{name}', which is missing from {index_path.parent}; "
+                               "the download is incomplete")
+        shards[name] = open_safetensors(shard)
+    absent = [k for k, n in weight_map.items() if k not in shards[n]]
+    if absent:
+        raise WeightsError(f"'{index_path}' places {len(absent)} tensors in shards that do not hold them "
+                           f"(first: {first(absent)}); the index and the shards come from different downloads")
+    return TensorSource(index_path, {k: shards[n].shapes[k] for k, n in weight_map.items()},
+                        {k: shards[n].dtypes[k] for k, n in weight_map.items()},
+                        lambda k: shards[weight_map[k]].get(k))
+
+
+# ----------------------------------------------------------------------------------------------- torch pickle
+def open_pickle(path, state_key: str | None = None) -> TensorSource:
+    """A .pt/.pth/.bin checkpoint, loaded with weights_only=True; the state dict may sit under WRAPPER_KEYS."""
+    path = Path(path)
+    obj = _torch_load(path)
+    sd = find_state_dict(obj, path, state_key)
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    return TensorSource(path, {k: v.shape for k, v in tensors.items()}, {k: v.dtype for k, v in tensors.items()},
+                        tensors.__getitem__)
+
+
+def _torch_load(path: Path):
+    try:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # legacy (non-zip) files cannot be memory-mapped; read them whole
+                raise
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            raise WeightsError(
+                f"refused to load '{path}': the pickle holds Python objects other than tensors and plain "
+                "containers, and unpickling them could run code. Only weights-only checkpoints are loaded; convert "
+                "it to .safetensors where you trust its origin, or get a safetensors release. Detail: "
+                f"{str(e).splitlines()[-1] if str(e) else type(e).__name__}") from e
+        raise corrupt(path, "a torch checkpoint", e) from e
+    except Exception as e:
+        raise corrupt(path, "a torch checkpoint", e) from e
+
+
+def find_state_dict(obj, path, state_key: str | None = None, depth: int = 0) -> dict:
+    """The dict of tensors inside a loaded checkpoint (maybe nested under a wrapper key)."""
+    if not isinstance(obj, dict):
+        raise WeightsError(f"'{path}' holds a {type(obj).__name__}, not a dict of tensors")
+    if state_key is not None:
+        if state_key not in obj:
+            raise WeightsError(f"'{path}' has no entry {state_key!r}; its top-level keys are {first(obj, 12)}")
+        return find_state_dict(obj[state_key], path, None, depth + 1)
+    if any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if depth < 3:
+        for k in WRAPPER_KEYS:
+            if isinstance(obj.get(k), dict):
+                return find_state_dict(obj[k], path, None, depth + 1)
+    raise WeightsError(f"'{path}' holds no tensors at its top level nor under any of {', '.join(WRAPPER_KEYS)}; "
+                       f"its keys are {first(obj, 12)}. Pass the entry that holds the weights (state_key=...)")
+
+
+# ----------------------------------------------------------------------------------------------- any of them
+def open_file(path, state_key: str | None = None) -> TensorSource:
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights not found: '{path}' does not exist")
+    name = path.name.lower()
+    if name.endswith(".safetensors.index.json"):
+        return open_sharded(path)
+    if name.endswith(".safetensors"):
+        return open_safetensors(path)
+    if name.endswith(PICKLE_SUFFIXES):
+        return open_pickle(path, state_key)
+    if name.endswith(".gguf"):
+        raise WeightsError(f"'{path}' is a GGUF file; GGUF quantisation is not supported. Use a .safetensors "
+                           "file (bf16, fp16 or fp8) or a diffusers folder")
+    raise WeightsError(f"'{path}': unknown weights file type '{path.suffix}'; expected .safetensors, "
+                       ".safetensors.index.json, .pt, .pth, .bin or .ckpt")
+
+
+def open_folder(folder, stem: str | None = None) -> TensorSource:
+    """The weights in a model folder: a shard index, else safetensors file(s), else one pickle."""
+    folder = Path(folder)
+    pick = (lambda p: p.name.startswith(stem)) if stem else (lambda p: True)
+    indexes = sorted(p for p in folder.glob("*.safetensors.index.json") if pick(p))
+    if len(indexes) == 1:
+        return open_sharded(indexes[0])
+    if len(indexes) > 1:
+        raise WeightsError(f"'{folder}' has several shard indexes ({first(p.name for p in indexes)}); "
+                           "point at the one to load")
+    files = sorted(p for p in folder.glob("*.safetensors") if pick(p))
+    if len(files) == 1:
+        return open_safetensors(files[0])
+    if files:
+        return merge([open_safetensors(f) for f in files], folder)
+    pickles = sorted(p for p in folder.iterdir() if p.name.lower().endswith(PICKLE_SUFFIXES) and pick(p))
+    if len(pickles) == 1:
+        return open_pickle(pickles[0])
+    what = f"several ({first(p.name for p in pickles)})" if pickles else "no"
+    raise WeightsError(f"'{folder}' has no .safetensors weights and {what} .pt/.pth/.bin files; "
+                       "point at the weights file to load")
+
+
+def merge(sources: list[TensorSource], name) -> TensorSource:
+    owner: dict[str, TensorSource] = {}
+    for s in sources:
+        for k in s.keys():
+            if k in owner:
+                raise WeightsError(f"'{name}': tensor {k!r} is in both '{owner[k].path}' and '{s.path}'")
+            owner[k] = s
+    return TensorSource(name, {k: s.shapes[k] for k, s in owner.items()}, {k: s.dtypes[k] for k, s in owner.items()},
+                        lambda k: owner[k].get(k))

@@ -1,0 +1,161 @@
+"""Write a tiny Wan expert in every file format users have (for the weights-loading tests)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from causalwan.causal import keymap
+from causalwan.causal.fp8 import quantize
+from tiny_models import tiny_model
+
+COMFY_PREFIX = "model.diffusion_model."
+# dim 256 = 2 heads of 128: the head count is inferred like for released models, no config needed.
+REF = dict(dim=256, num_heads=2, ffn_dim=64, text_len=512)
+
+
+def ref_model(seed=0, **kw):
+    return tiny_model(seed=seed, **{**REF, **kw})
+
+
+def block_linears(sd: dict) -> list[str]:
+    """Weight keys of the Linear layers inside the blocks (the layers fp8 files quantise)."""
+    return [k for k, v in sd.items() if k.startswith("blocks.") and k.endswith(".weight") and v.dim() == 2]
+
+
+def write_comfy(model, path, dtype=torch.bfloat16, prefix=COMFY_PREFIX, fp8=None) -> Path:
+    """ComfyUI single file: original names under `prefix`; fp8 None / "plain" / "scaled" / "comfy_quant"."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {}
+    for k, v in sd.items():
+        out[k] = v.to(dtype)
+    if fp8 == "plain":  # every floating tensor cast to fp8, no scales
+        out = {k: v.float().to(torch.float8_e4m3fn) for k, v in sd.items()}
+    elif fp8 in ("scaled", "comfy_quant"):
+        for i, k in enumerate(block_linears(sd)):
+            base = k[: -len(".weight")]
+            if i == 0:  # one layer with a scale per output row, the rest per tensor
+                scale = sd[k].abs().amax(dim=1, keepdim=True).float() / 448
+                q = (sd[k].float() / scale).to(torch.float8_e4m3fn)
+            else:
+                q, scale = quantize(sd[k])
+            out[k] = q
+            if fp8 == "scaled":
+                out[f"{base}.scale_weight"] = scale
+            else:
+                out[f"{base}.weight_scale"] = scale
+                out[f"{base}.comfy_quant"] = torch.tensor(list(b'{"format": "float8_e4m3fn"}'), dtype=torch.uint8)
+                out[f"{base}.input_scale"] = torch.ones(())
+        if fp8 == "scaled":
+            out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    save_file({prefix + k: v.contiguous() for k, v in out.items()}, str(path))
+    return Path(path)
+
+
+def fp8_reference(model, plain=False):
+    """The model with the weights an fp8 file of it holds, dequantised back to float32 (the exact target)."""
+    ref = ref_like(model)
+    sd = model.state_dict()
+    new = {}
+    for k, v in sd.items():
+        if plain:
+            new[k] = v.float().to(torch.float8_e4m3fn).float()
+        else:
+            new[k] = v
+    if not plain:
+        for i, k in enumerate(block_linears(sd)):
+            if i == 0:
+                scale = sd[k].abs().amax(dim=1, keepdim=True).float() / 448
+                new[k] = (sd[k].float() / scale).to(torch.float8_e4m3fn).float() * scale
+            else:
+                q, s = quantize(sd[k])
+                new[k] = q.float() * s
+    ref.load_state_dict(new)
+    return ref
+
+
+def ref_like(model):
+    m = type(model)(model.config).eval()
+    m.load_state_dict(model.state_dict())
+    return m
+
+
+def diffusers_twin(model):
+    import diffusers
+
+    c = model.config
+    d = diffusers.WanTransformer3DModel(
+        patch_size=c.patch_size, num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
+        in_channels=c.in_dim, out_channels=c.out_dim, text_dim=c.text_dim, freq_dim=c.freq_dim,
+        ffn_dim=c.ffn_dim, num_layers=c.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        eps=c.eps, image_dim=c.clip_dim if c.image_branch else None,
+        added_kv_proj_dim=c.dim if c.image_branch else None).eval()
+    d.load_state_dict({keymap.to_diffusers(k): v for k, v in model.state_dict().items()}, strict=True)
+    return d
+
+
+def write_diffusers_transformer(model, folder, shard=False) -> Path:
+    diffusers_twin(model).save_pretrained(str(folder), safe_serialization=True,
+                                          max_shard_size="200KB" if shard else "10GB")
+    return Path(folder)
+
+
+def write_release(folder, high, low=None, boundary_ratio=0.875, shift_key="shift", shift=5.0, shard=False) -> Path:
+    """A diffusers release folder: model_index.json, transformer/ (high noise), transformer_2/ (low noise)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"_class_name": "WanPipeline", "_diffusers_version": "0.42.1",
+             "transformer": ["diffusers", "WanTransformer3DModel"],
+             "transformer_2": ["diffusers", "WanTransformer3DModel"] if low is not None else [None, None],
+             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+    if boundary_ratio is not None:
+        index["boundary_ratio"] = boundary_ratio
+    (folder / "model_index.json").write_text(json.dumps(index))
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({shift_key: shift}))
+    write_diffusers_transformer(high, folder / "transformer", shard)
+    if low is not None:
+        write_diffusers_transformer(low, folder / "transformer_2", shard)
+    return folder
+
+
+def write_original_expert(model, folder, shards=2) -> Path:
+    """An original Wan expert folder: config.json (WanModel) + sharded safetensors with an index."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    c = model.config
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "WanModel", "_diffusers_version": "0.33.0", "dim": c.dim, "ffn_dim": c.ffn_dim,
+        "freq_dim": c.freq_dim, "in_dim": c.in_dim, "model_type": "t2v", "num_heads": c.num_heads,
+        "num_layers": c.num_layers, "out_dim": c.out_dim, "text_len": c.text_len, "eps": c.eps}))
+    sd = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+    keys = list(sd)
+    weight_map = {}
+    for i in range(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[i::shards]
+        save_file({k: sd[k] for k in part}, str(folder / name))
+        weight_map.update({k: name for k in part})
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def write_pt(path, prefix="model.", **entries) -> Path:
+    """A training checkpoint: {entry: {prefix + key: tensor}} for each model given, e.g. generator_ema=model."""
+    obj = {name: {prefix + k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in entries.items()}
+    obj["step"] = 1200
+    torch.save(obj, str(path))
+    return Path(path)
+
+
+def run(model, seed=1, frames=3, start_frame=0):
+    """A fixed forward pass; returns the velocity (float32)."""
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    x = torch.randn(1, c.in_dim, frames, 8, 8, generator=g)
+    ctx = torch.randn(1, 7, c.text_dim, generator=g)
+    with torch.no_grad():
+        return model(x, torch.tensor([[700.0] * frames]), ctx, start_frame=start_frame).float()

@@ -8,6 +8,15 @@ from causalwan.vae import StreamingDecoder, random_vae, video_to_images
 TOL = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Single-threaded torch: much faster for these tiny tensors on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def vae():
     return random_vae(base_dim=8, seed=2)
@@ -42,12 +51,23 @@ def test_reset_starts_a_new_stream(vae):
     assert torch.equal(dec.decode(z), first)
 
 
-def test_chunk_after_close_raises(vae):
+def test_cache_does_not_grow_with_chunks(vae):
     dec = StreamingDecoder(vae)
-    dec.decode(_latent(1))
-    dec.close()
+    sizes = []
+    for k in range(5):
+        dec.decode(_latent(1 if k == 0 else 3, seed=k))
+        sizes.append(dec.cache_nbytes())
+    assert sizes[1] > 0 and len(set(sizes[1:])) == 1
+
+
+def test_chunk_after_close_raises(vae):
+    with StreamingDecoder(vae) as dec:
+        dec.decode(_latent(1))
+    assert dec.closed
     with pytest.raises(RuntimeError, match="closed.*cannot decode another chunk"):
         dec.decode(_latent(3))
+    with pytest.raises(RuntimeError, match="closed"):
+        dec.reset()
 
 
 def test_bad_inputs_raise_clear_errors(vae):

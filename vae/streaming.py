@@ -49,6 +49,12 @@ class StreamingDecoder:
         self._tiles, self._caches, self._weight_sum = None, None, None
         self._closed = True
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @property
     def closed(self) -> bool:
         """True once close() was called."""
@@ -111,7 +117,7 @@ class StreamingDecoder:
     def _check_open(self):
         if self._closed:
             raise RuntimeError(
-                "this StreamingDecoder is closed: it cannot decode another chunk; "
+                "this StreamingDecoder is closed: it cannot decode another chunk or be reset; "
                 "create a new StreamingDecoder for a new stream"
             )
 

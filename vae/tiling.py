@@ -2,9 +2,10 @@
 
 Tile size and overlap are given in latent pixels; each latent pixel becomes `scale` (8) image pixels.
 Overlaps are cross-faded with linear ramps and the sum is divided by the summed weights, so any layout
-(including a last tile pushed back to the border) blends to a partition of unity.
+(overlaps may exceed the minimum when tiles are spread evenly) blends to a partition of unity.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +23,11 @@ class Tile:
 
 
 def axis_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Start/end of tiles of size `tile` covering [0, length) with at least `overlap` shared between neighbours."""
+    """Evenly spaced tiles of size `tile` covering [0, length), neighbours sharing at least `overlap`."""
     if tile >= length:
         return [(0, length)]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride)) + [length - tile]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    starts = [round(i * (length - tile) / (n - 1)) for i in range(n)]
     return [(s, s + tile) for s in starts]
 
 

@@ -1,0 +1,52 @@
+"""Write frames to an MP4 as they arrive (PyAV), so a streamed video can be watched while it grows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class Mp4Writer:
+    """Append ComfyUI IMAGE batches [N, H, W, 3] in [0, 1] to an H.264 (or MPEG-4) file."""
+
+    def __init__(self, path, fps: int = 16):
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), mode="w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self._stream = self._container.add_stream(codec, rate=fps)
+        self._stream.pix_fmt = "yuv420p"
+        self._size = None
+        self.frames = 0
+
+    def write(self, images: torch.Tensor) -> None:
+        import av
+
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"frames must be an IMAGE batch [N, H, W, 3], got {list(images.shape)}")
+        h, w = images.shape[1:3]
+        if self._size is None:
+            if h % 2 or w % 2:
+                raise ValueError(f"MP4 (yuv420p) needs an even frame size, got {w}x{h}")
+            self._stream.width, self._stream.height, self._size = w, h, (h, w)
+        elif self._size != (h, w):
+            raise ValueError(f"frame size changed from {self._size} to {(h, w)} within one video")
+        arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        for frame in arr:
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                self._container.mux(packet)
+            self.frames += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

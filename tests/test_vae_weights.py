@@ -32,6 +32,7 @@ def files(tmp_path_factory):
     )
     ref.load_state_dict({original_to_diffusers(k): v for k, v in sd.items()}, strict=True)
     ref.save_pretrained(root / "pipeline" / "vae")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(root / "diffusers_named.safetensors"))
     return vae, root
 
 
@@ -40,7 +41,7 @@ def test_every_format_gives_the_same_model(files):
     z = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
     image = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(1))
     expected_video, expected_latent = vae.decode(z), vae.encode_images(image)
-    for path in ("Wan2.1_VAE.pth", "wan_2.1_vae.safetensors", "pipeline/vae", "pipeline"):
+    for path in ("Wan2.1_VAE.pth", "wan_2.1_vae.safetensors", "pipeline/vae", "pipeline", "diffusers_named.safetensors"):
         loaded = load_vae(root / path)
         assert loaded.cfg.base_dim == 8 and loaded.cfg.num_res_blocks == 2, path
         assert torch.equal(loaded.decode(z), expected_video), path

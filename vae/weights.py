@@ -42,13 +42,12 @@ def load_vae_state_dict(path) -> dict:
     """Read VAE weights in any supported format and return them with original Wan key names."""
     path = Path(path)
     if path.is_dir():
-        sd, diffusers_naming = _read_diffusers_folder(path), True
+        sd = _read_diffusers_folder(path)
     elif path.is_file():
         sd = _strip_prefix(_read_file(path))
-        diffusers_naming = looks_like_diffusers(sd)
     else:
         raise VAEWeightsError(f"VAE weights not found: '{path}' is neither a file nor a folder")
-    if diffusers_naming:
+    if looks_like_diffusers(sd):
         table = _diffusers_to_original(infer_config(sd, path, diffusers=True))
         sd = {table.get(k, k): v for k, v in sd.items()}
     return sd

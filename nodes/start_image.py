@@ -21,7 +21,7 @@ def snap(value: int, name: str) -> tuple[int, str]:
     if value < MULTIPLE or value > MAX_SIDE:
         raise ValueError(f"{name} {value} cannot be used: it must be between {MULTIPLE} and {MAX_SIDE} pixels "
                          f"(a multiple of {MULTIPLE})")
-    snapped = max(MULTIPLE, int(round(value / MULTIPLE)) * MULTIPLE)
+    snapped = max(MULTIPLE, (value + MULTIPLE // 2) // MULTIPLE * MULTIPLE)  # nearest, halves up
     if snapped == value:
         return value, ""
     return snapped, f"{name} {value} snapped to {snapped} (a multiple of {MULTIPLE})"

@@ -1,0 +1,170 @@
+"""The nodes run end to end in plain pytest on tiny model files: loader -> start -> sampler -> decode, with
+progress per chunk, previews, interrupts, prompt switching and continuing; outputs equal the engine's."""
+import pytest
+import torch
+
+from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.nodes import comfy_adapter as adapter
+from causalwan.nodes.chunk_sampler import CausalWanChunkSampler
+from causalwan.nodes.continue_stream import CausalWanContinue
+from causalwan.nodes.decode import CausalWanDecode
+from causalwan.nodes.model_loader import CausalWanModelLoader
+from causalwan.nodes.prompt_switch import CausalWanPromptSwitch
+from causalwan.nodes.start_image import CausalWanImageConditioner
+from causalwan.nodes.vae_loader import CausalWanVAELoader
+from causalwan.vae.latent_norm import denormalize_latent, normalize_latent
+from test_nodes_models import FOLDER, conditioning, models, models_root  # noqa: F401  (fixtures)
+
+SIZE = 32  # pixels: latent 4x4, 2x2 tokens per frame
+FAST = "1000, 500"  # one high-noise and one low-noise step (shift 5): most tests need no more
+
+
+@pytest.fixture
+def pair(models):
+    return CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", "auto", -1.0,
+                                       "resident")
+
+
+@pytest.fixture
+def vae(models):
+    return CausalWanVAELoader().load("tiny_vae.safetensors")[0]
+
+
+@pytest.fixture
+def start(vae):
+    image = torch.rand(1, 40, 56, 3, generator=torch.Generator().manual_seed(0))
+    return CausalWanImageConditioner().start(SIZE, SIZE, "crop", image, vae)[0]
+
+
+def sample(model, start, prompts, chunks=3, seed=42, vae=None, **kw):
+    opts = dict(steps=FAST, shift=0.0, frames_per_chunk=3, window_frames=0, sink_frames=0)
+    opts.update(kw)
+    return CausalWanChunkSampler().sample(model, start, prompts, chunks, seed, vae=vae, unique_id="5", **opts)
+
+
+def record():
+    progress, events = [], []
+    adapter.add_progress_listener(lambda v, t, img, node: progress.append((v, t, img, node)))
+    adapter.add_event_listener(lambda name, data: events.append((name, data)))
+    return progress, events
+
+
+def test_image_to_video_end_to_end(pair, vae, start):
+    model, plan = pair
+    assert model.is_pair and model.experts.boundary == 875.0 and "2 x" in plan and "offload resident" in plan
+    progress, events = record()
+    latent, stream = sample(model, start, conditioning(), vae=vae, steps="")
+    assert latent["samples"].shape == (1, 16, 10, 4, 4) and latent["causalwan_pieces"] == [1, 3, 3, 3]
+    calls = stream.stream.expert_calls
+    assert [e for e, _ in calls[2:10]] == ["high"] * 3 + ["low"] * 5  # the release's 8 steps at shift 5
+    assert [(v, t, node) for v, t, _, node in progress] == [(1, 3, "5"), (2, 3, "5"), (3, 3, "5")]
+    assert all(img.size == (SIZE, SIZE) for _, _, img, _ in progress)
+    assert [(n, d["chunk"], d["chunks"], d["frames"], d["prompt"]) for n, d in events] == \
+        [("causalwan.chunk", 1, 3, 13, 1), ("causalwan.chunk", 2, 3, 25, 1), ("causalwan.chunk", 3, 3, 37, 1)]
+    assert events[0][1]["image"].startswith("data:image/jpeg;base64,") and events[0][1]["node"] == "5"
+
+    images = CausalWanDecode().decode(vae, latent)[0]
+    assert images.shape == (1 + 12 * 3, SIZE, SIZE, 3) and images.dtype == torch.float32
+    assert 0 <= images.min() and images.max() <= 1 and images.std() > 0.01
+    whole = vae.vae.decode(normalize_latent(latent["samples"]))  # one decode of the whole latent
+    assert torch.allclose(images, ((whole.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 3, 0), atol=1e-5)
+    assert len(progress) == 3 + 4  # the decoder reports its four pieces too
+    with pytest.raises(ValueError, match="could not read the step list"):
+        sample(model, start, conditioning(), steps="1000, fast")
+
+
+def test_sampler_equals_the_engine_and_writes_raw_vae_space(pair, start):
+    model, _ = pair
+    latent, state = sample(model, start, conditioning(), seed=7)
+    engine = Stream(model.experts, seed=7, options=StreamOptions(steps=(1000, 500)), latent_hw=(4, 4))
+    engine.set_prompt(conditioning()[0][0][:, :7])
+    engine.prime(start.latent)
+    z = torch.cat([start.latent] + list(engine.chunks(3)), dim=2)
+    assert torch.equal(state.latent, z)
+    assert torch.allclose(latent["samples"], denormalize_latent(z))  # raw = normalised * std + mean
+    assert torch.equal(state.latent[:, :, :1], start.latent)  # the start frame leads the video
+    again = sample(model, start, conditioning(), seed=7)[0]["samples"]
+    other = sample(model, start, conditioning(), seed=8)[0]["samples"]
+    assert torch.equal(again, latent["samples"]) and (other - again).abs().max() > 1e-3
+
+
+def test_diffusers_folder_gives_the_same_video_as_the_two_files(pair, start, models):
+    files_model, _ = pair
+    folder_model, _ = CausalWanModelLoader().load("none", "none", FOLDER, "auto", -1.0, "resident")
+    assert folder_model.experts.boundary == 875.0 and folder_model.experts.shift == 5.0
+    a = sample(files_model, start, conditioning(), chunks=1)[0]["samples"]
+    b = sample(folder_model, start, conditioning(), chunks=1)[0]["samples"]
+    assert torch.equal(a, b)
+    folder_vae = CausalWanVAELoader().load(FOLDER)[0]
+    z = normalize_latent(a)
+    assert torch.allclose(CausalWanDecode().decode(folder_vae, {"samples": a})[0],
+                          ((folder_vae.vae.decode(z) + 1) / 2)[0].permute(1, 2, 3, 0), atol=1e-5)
+
+
+def test_dense_text_to_video(models, vae):
+    model, plan = CausalWanModelLoader().load("none", "tiny_dense.safetensors", "none", "auto", -1.0, "resident")
+    assert not model.is_pair and "dense model" in plan
+    start, note = CausalWanImageConditioner().start(SIZE, SIZE)
+    assert start.latent is None and note == ""
+    latent, state = sample(model, start, conditioning(), chunks=2, steps="")
+    assert latent["samples"].shape == (1, 16, 6, 4, 4) and latent["causalwan_pieces"] == [3, 3]
+    calls = state.stream.expert_calls
+    assert [t for _, t in calls[:5]] == pytest.approx([1000, 937.5, 833.333, 625, 0], abs=1e-3)  # 4 steps, shift 5
+    assert {e for e, _ in calls} == {"low"}
+    images = CausalWanDecode().decode(vae, state)[0]  # straight from the stream output
+    assert images.shape == (21, SIZE, SIZE, 3)
+    assert torch.allclose(images, CausalWanDecode().decode(vae, latent)[0], atol=1e-5)
+
+
+def test_interrupt_between_chunks_stops_and_the_next_run_succeeds(pair, start):
+    model, _ = pair
+    progress, _ = record()
+    adapter.add_progress_listener(lambda v, t, img, node: adapter.request_interrupt() if v == 1 else None)
+    with pytest.raises(adapter.Interrupted):
+        sample(model, start, conditioning())
+    assert [v for v, *_ in progress] == [1]  # stopped before the second chunk was made
+    adapter.clear_listeners()
+    progress, _ = record()
+    latent, _ = sample(model, start, conditioning())
+    assert [v for v, *_ in progress] == [1, 2, 3] and latent["samples"].shape[2] == 10
+    adapter.throw_if_interrupted()  # the request was consumed
+
+
+def test_prompt_switch_changes_only_the_chunks_after_the_switch(pair, start):
+    model, _ = pair
+    prompts = CausalWanPromptSwitch().build(conditioning(0), "cut", 2, conditioning_2=conditioning(1, tokens=5),
+                                            start_chunk_2=2)[0]
+    _, events = record()
+    switched = sample(model, start, prompts)[1].latent
+    single = sample(model, start, conditioning(0))[1].latent
+    assert torch.equal(switched[:, :, :7], single[:, :, :7])  # start frame + chunks 0 and 1
+    assert (switched[:, :, 7:] - single[:, :, 7:]).abs().max() > 1e-3
+    assert [d["prompt"] for _, d in events[:3]] == [1, 1, 2]
+    recached = sample(model, start, CausalWanPromptSwitch().build(
+        conditioning(0), "recache", 2, conditioning_2=conditioning(1, tokens=5), start_chunk_2=2)[0])[1].latent
+    assert torch.equal(recached[:, :, :7], single[:, :, :7])
+    assert (recached[:, :, 7:] - switched[:, :, 7:]).abs().max() > 1e-4
+
+
+def test_continue_forks_and_matches_one_long_run(pair, start):
+    model, _ = pair
+    _, first = sample(model, start, conditioning(), chunks=2)
+    before = (first.stream.next_frame, first.stream.chunk_index, first.latent.clone())
+    latent, cont = CausalWanContinue().go_on(first, 2)
+    assert latent["samples"].shape[2] == 1 + 4 * 3 and latent["causalwan_pieces"] == [1, 3, 3, 3, 3]
+    assert (first.stream.next_frame, first.stream.chunk_index) == before[:2]  # upstream untouched
+    assert torch.equal(first.latent, before[2]) and cont.stream is not first.stream
+    long_run = sample(model, start, conditioning(), chunks=4)[1].latent
+    assert torch.equal(cont.latent, long_run)
+    again = CausalWanContinue().go_on(first, 2)[1].latent  # a re-queue from the cached upstream output
+    assert torch.equal(again, cont.latent)
+    new_prompt = CausalWanContinue().go_on(first, 2, prompts=conditioning(3))[1].latent
+    assert torch.equal(new_prompt[:, :, :7], cont.latent[:, :, :7])
+    assert (new_prompt[:, :, 7:] - cont.latent[:, :, 7:]).abs().max() > 1e-3
+
+
+def test_windowed_stream_runs_past_the_window(pair, start):
+    model, _ = pair
+    latent, state = sample(model, start, conditioning(), chunks=4, window_frames=6, sink_frames=1)
+    assert latent["samples"].shape[2] == 13
+    assert max(len(c.frames) for c in state.stream.caches.values()) <= 6

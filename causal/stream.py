@@ -144,7 +144,12 @@ class Stream:
         self.next_frame = start + latent.shape[2]
 
     def next_chunk(self, frames: int | None = None) -> torch.Tensor:
-        """Denoise the next chunk, write it into the caches, and return its clean latent [B, C, F, h, w]."""
+        """Denoise the next chunk, write it into the caches, and return its clean latent [B, C, F, h, w].
+
+        Without a start image an expert pair makes frame 0 alone first, as the release's sampler does, so later
+        chunks sit at the same frame positions as in image-to-video."""
+        if frames is None and self.next_frame == 0 and self.experts.high is not None:
+            frames = 1
         frames = frames or self.options.chunk_frames
         start = self.next_frame
         x = self._noise(frames)

@@ -90,6 +90,13 @@ def test_dense_single_expert_and_text_to_video():
     assert [e for e, _ in s.expert_calls] == ["low"] * 5  # 4 Self-Forcing steps + the context pass
 
 
+def test_text_to_video_with_a_pair_makes_frame_zero_alone_first():
+    s = Stream(pair(), seed=0, latent_hw=(4, 6))
+    s.set_prompt(torch.randn(1, 6, 32))
+    assert s.next_chunk().shape[2] == 1
+    assert s.next_chunk().shape[2] == 3 and s.next_frame == 4
+
+
 def test_bad_stream_inputs():
     with pytest.raises(ValueError, match="at least 1"):
         Stream(pair(), options=StreamOptions(chunk_frames=0))

@@ -6,7 +6,6 @@ import torch
 from causalwan.causal.config import WanConfig
 from causalwan.causal.model import CausalWanModel
 
-torch.set_num_threads(2)
 
 
 def tiny_config(**kw) -> WanConfig:

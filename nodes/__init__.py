@@ -5,12 +5,14 @@ from .decode import CausalWanDecode
 from .model_loader import CausalWanModelLoader
 from .prompt_switch import CausalWanPromptSwitch
 from .start_image import CausalWanImageConditioner
+from .text_encode import CausalWanTextEncode
 from .vae_loader import CausalWanVAELoader
 
 NODE_CLASS_MAPPINGS = {
     "CausalWanModelLoader": CausalWanModelLoader,
     "CausalWanVAELoader": CausalWanVAELoader,
     "CausalWanImageConditioner": CausalWanImageConditioner,
+    "CausalWanTextEncode": CausalWanTextEncode,
     "CausalWanPromptSwitch": CausalWanPromptSwitch,
     "CausalWanChunkSampler": CausalWanChunkSampler,
     "CausalWanContinue": CausalWanContinue,
@@ -21,6 +23,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CausalWanModelLoader": "CausalWan Model Loader",
     "CausalWanVAELoader": "CausalWan VAE Loader",
     "CausalWanImageConditioner": "CausalWan Start (Image or Text)",
+    "CausalWanTextEncode": "CausalWan Text Encode (umT5)",
     "CausalWanPromptSwitch": "CausalWan Prompt Switch",
     "CausalWanChunkSampler": "CausalWan Chunk Sampler",
     "CausalWanContinue": "CausalWan Continue Stream",

@@ -213,12 +213,13 @@ def make_room(nbytes: int, device=None, unload_all: bool = False) -> None:
             mm.unload_all_models()
         elif hasattr(mm, "free_memory") and device.type != "cpu":
             mm.free_memory(int(nbytes), device)
+    if unload_all:
+        gc.collect()  # drop what the unloaded models left behind before a big load
     soft_empty_cache()
 
 
 def soft_empty_cache() -> None:
     """Return cached, unused GPU memory to the driver."""
-    gc.collect()
     mm = comfy("comfy.model_management")
     if mm is not None and hasattr(mm, "soft_empty_cache"):
         mm.soft_empty_cache()

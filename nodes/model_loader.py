@@ -24,23 +24,37 @@ def _bytes_on_disk(path: str) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".bin", ".pth"))
 
 
+REFERENCE_SIZE = (480, 832, 21)  # height, width, latent frames (81 video frames) of the memory-plan line
+
+
+def _part_bytes(expert) -> tuple[int, int]:
+    """(bytes outside the blocks, bytes of the largest block) of a loaded expert, fp8 layers included."""
+    def nbytes(module):
+        return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+    blocks = [nbytes(b) for b in expert.blocks]
+    return nbytes(expert) - sum(blocks), max(blocks)
+
+
 def _describe_plan(model: LoadedModel) -> str:
-    """The memory-plan line (causal/memory_plan.py when present, else a summary of what was placed where)."""
-    try:
-        from ..causal import memory_plan
-    except ImportError:
-        memory_plan = None
-    if memory_plan is not None and hasattr(memory_plan, "plan_for"):
-        try:
-            return memory_plan.plan_for(model.experts, device=model.device, mode=model.offload).describe()
-        except Exception as e:  # a plan is advice: never fail a load because of it
-            log.warning("CausalWan: no memory plan: %s", e)
+    """One line: what was loaded, and the predicted peak memory of a reference stream (causal/memory_plan.py)."""
     experts = model.experts.modules()
-    params = sum(p.numel() for p in next(iter(experts.values())).parameters())
-    nbytes = sum(p.numel() * p.element_size() for m in experts.values() for p in m.parameters())
+    first = next(iter(experts.values()))
+    params = sum(p.numel() for p in first.parameters())
     kind = "expert pair (high/low noise)" if model.is_pair else "dense model"
-    return (f"{kind}: {len(experts)} x {params / 1e9:.2f}B params, {nbytes / 2**30:.2f} GiB of weights, "
+    head = (f"{kind}: {len(experts)} x {params / 1e9:.2f}B params, {str(first.dtype).replace('torch.', '')}, "
             f"offload {model.offload}, compute on {model.device}")
+    try:
+        from ..causal.memory_plan import MODES, plan_memory
+
+        h, w, frames = REFERENCE_SIZE
+        plan = plan_memory(model.config, h, w, frames=frames, experts=len(experts),
+                           mode=model.offload if model.offload in MODES else "resident", weight_dtype=first.dtype,
+                           shared_cross=model.experts.share_cross_cache, part_bytes=_part_bytes(first))
+        return f"{head}; {plan.describe()}"
+    except Exception as e:  # a plan is advice: never fail a load because of it
+        log.warning("CausalWan: no memory plan: %s", e)
+        return head
 
 
 def _place(experts, mode: str, device: torch.device):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .fp8_storage import dequantize, is_fp8, quantize_rows
 from .rope import apply_rope, rope_table
 
 POLICIES = ("absolute", "window")
@@ -65,6 +66,9 @@ class KVCache:
         self.dtype, self.rope_limit = dtype, rope_limit
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
+        # fp8 caches only (issue 7): float32 scale per token and head, [B, heads, slots * tokens, 1]
+        self.k_scale: list[torch.Tensor] = []
+        self.v_scale: list[torch.Tensor] = []
         self.slot_frame: list[int] = []  # frame held by each slot, -1 when empty
         self.grid = None  # (batch, heads, head_dim, h, w, device)
 
@@ -75,7 +79,7 @@ class KVCache:
         return sorted(f for f in self.slot_frame if f >= 0)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        return sum(t.numel() * t.element_size() for t in self.k + self.v + self.k_scale + self.v_scale)
 
     def clear(self) -> None:
         """Forget every cached frame (buffers are kept for reuse)."""
@@ -94,9 +98,12 @@ class KVCache:
     def _allocate(self, slots: int, batch, heads, head_dim, tpf, device, dtype) -> None:
         old = len(self.slot_frame)
         shape = (batch, heads, slots * tpf, head_dim)
+        bufs = [(self.k, shape, dtype), (self.v, shape, dtype)]
+        if is_fp8(dtype):  # fp8 cache: one scale per token row (see causal/fp8_storage.py)
+            bufs += [(self.k_scale, shape[:3] + (1,), torch.float32), (self.v_scale, shape[:3] + (1,), torch.float32)]
         for i in range(self.num_layers):
-            for buf in (self.k, self.v):
-                new = torch.zeros(shape, dtype=dtype, device=device)
+            for buf, buf_shape, buf_dtype in bufs:
+                new = torch.zeros(buf_shape, dtype=buf_dtype, device=device)
                 if old:
                     new[:, :, : old * tpf] = buf[i]
                     buf[i] = new
@@ -159,14 +166,20 @@ class KVCache:
         q = apply_rope(q, *plan.q_rope)
         if self.policy == "absolute":
             k = apply_rope(k, *plan.q_rope)
-        kb, vb, tpf = self.k[layer], self.v[layer], plan.tokens_per_frame
+        tpf = plan.tokens_per_frame
+        bufs, rows = [self.k[layer], self.v[layer]], [k, v]
+        if self.k_scale:  # fp8 cache: store e4m3fn rows and their scales, read back in the compute dtype
+            (kq, ks), (vq, vs) = quantize_rows(k), quantize_rows(v)
+            bufs, rows = bufs + [self.k_scale[layer], self.v_scale[layer]], [kq, vq, ks, vs]
         for j, s, n in plan.runs:
-            kb[:, :, s * tpf:(s + n) * tpf] = k[:, :, j * tpf:(j + n) * tpf]
-            vb[:, :, s * tpf:(s + n) * tpf] = v[:, :, j * tpf:(j + n) * tpf]
+            for buf, row in zip(bufs, rows):
+                buf[:, :, s * tpf:(s + n) * tpf] = row[:, :, j * tpf:(j + n) * tpf]
         if plan.gather is None:
-            keys, values = kb[:, :, : plan.used * tpf], vb[:, :, : plan.used * tpf]
+            read = [b[:, :, : plan.used * tpf] for b in bufs]
         else:
-            keys, values = kb.index_select(2, plan.gather), vb.index_select(2, plan.gather)
+            read = [b.index_select(2, plan.gather) for b in bufs]
+        keys, values = read[:2] if not self.k_scale else (dequantize(read[0], read[2], q.dtype),
+                                                          dequantize(read[1], read[3], q.dtype))
         if self.policy == "window":
             keys = apply_rope(keys, *plan.k_rope)
         return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype))

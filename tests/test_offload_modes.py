@@ -1,0 +1,174 @@
+"""Offload modes on CPU: bit-identical streams, and the residency promise checked two ways (the policy's own log
+and, independently, which weights the Linear layers actually read when they run)."""
+import pytest
+import torch
+import torch.nn as nn
+
+from causalwan.causal.experts import ExpertPair
+from causalwan.causal.fp8_storage import store_blocks_fp8
+from causalwan.causal.memory_plan import plan_memory
+from causalwan.causal.offload import apply_offload
+from causalwan.causal.stream import Stream, StreamOptions
+from tiny_models import tiny_model
+
+LAYERS = 4
+
+
+def pair(fp8=False):
+    low, high = tiny_model(1, num_layers=LAYERS), tiny_model(2, num_layers=LAYERS)
+    if fp8:
+        store_blocks_fp8(low), store_blocks_fp8(high)
+    return ExpertPair(low=low, high=high, boundary=875.0)
+
+
+def run(experts, chunks=3, window=None):
+    s = Stream(experts, seed=0, options=StreamOptions(window=window, sink=1 if window else 0))
+    s.set_prompt(torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(9)))
+    s.prime(torch.randn(1, 16, 1, 4, 6, generator=torch.Generator().manual_seed(5)))
+    out = torch.cat(list(s.chunks(chunks)), 2)
+    s.set_prompt(torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(3)), mode="recache")
+    return torch.cat([out, s.next_chunk()], 2)
+
+
+class Watch:
+    """Independent of the policy: before every Linear inside a block runs, check it reads a loaded copy (not the
+    storage master) and count the blocks whose weights are loaded copies at that moment."""
+
+    def __init__(self, experts):
+        self.masters = {}
+        self.blocks = []
+        for name, model in experts.modules().items():
+            for i, blk in enumerate(model.blocks):
+                self.blocks.append((name, blk))
+                for lin in blk.modules():
+                    if isinstance(lin, nn.Linear) or hasattr(lin, "scale_weight"):
+                        self.masters[id(lin)] = lin.weight.data_ptr()
+        self.max_blocks = self.max_experts = self.linear_calls = self.master_reads = 0
+        self.handles = []
+
+    def attach(self):
+        for _, blk in self.blocks:
+            for lin in blk.modules():
+                if id(lin) in self.masters:
+                    self.handles.append(lin.register_forward_pre_hook(self.check))
+
+    def loaded(self, blk):
+        return any(m.weight.data_ptr() != self.masters[id(m)] for m in blk.modules() if id(m) in self.masters)
+
+    def check(self, lin, args):
+        self.linear_calls += 1
+        self.master_reads += lin.weight.data_ptr() == self.masters[id(lin)]
+        on = [name for name, blk in self.blocks if self.loaded(blk)]
+        self.max_blocks = max(self.max_blocks, len(on))
+        self.max_experts = max(self.max_experts, len(set(on)))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run(pair())
+
+
+@pytest.mark.parametrize("mode,kw,max_blocks,max_experts", [
+    ("swap", {}, LAYERS, 1),
+    ("swap", {"prefetch": 0}, LAYERS, 1),
+    ("blocks", {"blocks": 1}, 1, 1),
+    ("blocks", {"blocks": 2}, 2, 1),
+    ("blocks", {"blocks": 3}, 3, 1),
+])
+def test_mode_is_bit_identical_and_keeps_its_promise(reference, mode, kw, max_blocks, max_experts):
+    experts = pair()
+    watch = Watch(experts)
+    policy = apply_offload(experts, mode, "cpu", **kw)
+    watch.attach()
+    out = run(experts)
+    assert torch.equal(out, reference)
+    log = policy.log
+    assert policy.mode == mode
+    assert log.peak_blocks == max_blocks and log.peak_experts == max_experts
+    assert watch.master_reads == 0 and watch.linear_calls > 0  # every Linear ran on a loaded copy
+    assert watch.max_blocks == max_blocks and watch.max_experts == max_experts
+    steps = log.compute_snapshots()
+    assert len(steps) == log.compute_steps + 2 * 2 * LAYERS  # + two set_prompt calls x 2 experts x cross_kv
+    for s in steps:  # at every step the running block is there, and nothing beyond the promise
+        assert (s.expert, s.block) in s.blocks
+        assert len(s.blocks) <= max_blocks and {e for e, _ in s.blocks} == {s.expert}
+
+
+def test_resident_mode_keeps_everything_and_copies_nothing_on_cpu(reference):
+    experts = pair()
+    policy = apply_offload(experts, "resident", "cpu")
+    assert torch.equal(run(experts), reference)
+    assert policy.log.peak_blocks == 2 * LAYERS and policy.log.bytes_copied == 0
+
+
+def test_swap_moves_an_expert_twice_per_chunk():
+    experts = pair()
+    policy = apply_offload(experts, "swap", "cpu", prefetch=1)
+    s = Stream(experts, seed=0)
+    s.set_prompt(torch.randn(1, 6, 32))
+    s.prime(torch.randn(1, 16, 1, 4, 6))
+    s.next_chunk()  # leaves the high expert resident (the context pass ends with it)
+    before = policy.log.loads
+    s.next_chunk()  # 3 high steps, 5 low, context low then high: high -> low -> high
+    assert policy.log.loads - before == 2 * LAYERS
+    assert policy.log.bytes_copied > 0
+
+
+def test_fp8_weights_offloaded_equal_fp8_resident():
+    a, b = pair(fp8=True), pair(fp8=True)
+    apply_offload(b, "blocks", "cpu", blocks=2)
+    assert torch.equal(run(a, chunks=2), run(b, chunks=2))
+
+
+def test_window_stream_is_bit_identical_under_blocks_mode():
+    ref = run(pair(), chunks=4, window=5)
+    experts = pair()
+    apply_offload(experts, "blocks", "cpu", blocks=2)
+    assert torch.equal(run(experts, chunks=4, window=5), ref)
+
+
+@pytest.mark.parametrize("free_gib,mode", [(1, "resident"), (None, "swap"), (None, "blocks")])
+def test_auto_picks_from_free_memory(free_gib, mode):
+    experts = pair()
+    kw = dict(height=32, width=48, frames=10)
+    plans = {m: plan_memory(experts.config, 32, 48, frames=10, mode=m, experts=2, weight_dtype=torch.float32,
+                            blocks=2) for m in ("resident", "swap", "blocks")}
+    assert plans["resident"].weights > plans["swap"].weights > plans["blocks"].weights
+    free = (free_gib or 0) * 2 ** 30 or plans[mode].needed() + 1
+    policy = apply_offload(experts, "auto", "cpu", free_bytes=free, blocks=2, **kw)
+    assert policy.mode == mode and policy.plan.mode == mode and policy.plan.needed() <= free
+    assert mode in policy.describe()
+
+
+def test_auto_without_cuda_is_resident():
+    policy = apply_offload(pair(), "auto", "cpu")
+    assert policy.mode == "resident" and policy.plan is None
+
+
+def test_remove_restores_the_plain_models(reference):
+    experts = pair()
+    masters = [p.data_ptr() for p in experts.low.parameters()]
+    policy = apply_offload(experts, "blocks", "cpu", blocks=1)
+    run(experts, chunks=1)
+    policy.remove()
+    assert experts.placement is None
+    assert all(not blk._forward_pre_hooks and not blk._forward_hooks and "kv" not in blk.cross_attn.__dict__
+               for m in experts.modules().values() for blk in m.blocks)
+    assert [p.data_ptr() for p in experts.low.parameters()] == masters
+    assert torch.equal(run(experts), reference)
+    apply_offload(experts, "swap", "cpu").remove(torch.device("meta"))  # release: weights dropped
+    assert {p.device.type for p in experts.high.parameters()} == {"meta"}
+
+
+def test_errors_are_readable():
+    experts = pair()
+    with pytest.raises(ValueError, match="unknown offload mode 'disk'"):
+        apply_offload(experts, "disk", "cpu")
+    with pytest.raises(ValueError, match="at least 1 block"):
+        apply_offload(experts, "blocks", "cpu", blocks=0)
+    apply_offload(experts, "swap", "cpu")
+    with pytest.raises(RuntimeError, match="already has an offload policy"):
+        apply_offload(experts, "blocks", "cpu")
+    same = tiny_model(1)
+    with pytest.raises(ValueError, match="same module"):
+        apply_offload(ExpertPair(low=same, high=same, boundary=875.0), "swap", "cpu")

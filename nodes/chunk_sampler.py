@@ -6,6 +6,7 @@ import torch
 from ..causal.schedule import parse_steps
 from ..causal.stream import Stream, StreamOptions
 from . import comfy_adapter as adapter
+from . import node_memory
 from .chunk_runner import run_chunks
 from .conditioning import as_prompt_list, to_schedule
 from .latents import to_comfy_latent
@@ -84,6 +85,8 @@ class CausalWanChunkSampler:
 
     def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=3,
                window_frames=0, sink_frames=0, vae=None, unique_id=None):
+        model.check()
+        node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
         options = stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames)
         schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,
                                first_mode="cut")
@@ -104,4 +107,6 @@ class CausalWanChunkSampler:
         parts += [c.cpu() for c in chunks]
         pieces += [c.shape[2] for c in chunks]
         latent = torch.cat(parts, dim=2)
-        return (to_comfy_latent(latent, pieces), StreamState(stream, model, latent, pieces))
+        state = StreamState(stream, model, latent, pieces)
+        node_memory.remember("stream", unique_id, state)
+        return (to_comfy_latent(latent, pieces), state)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from . import node_memory
 from .chunk_runner import run_chunks
 from .conditioning import as_prompt_list, to_schedule
 from .latents import to_comfy_latent
@@ -42,6 +43,8 @@ class CausalWanContinue:
     def go_on(self, stream: StreamState, num_chunks, prompts=None, vae=None, unique_id=None):
         if not isinstance(stream, StreamState):
             raise ValueError("the stream input must come from CausalWan Chunk Sampler or CausalWan Continue")
+        stream.check()
+        node_memory.release_previous("stream", unique_id)
         fork = stream.stream.fork()
         schedule = None
         if prompts is not None:
@@ -51,4 +54,6 @@ class CausalWanContinue:
         chunks = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
         latent = torch.cat([stream.latent] + [c.cpu() for c in chunks], dim=2)
         pieces = stream.pieces + [c.shape[2] for c in chunks]
-        return (to_comfy_latent(latent, pieces), StreamState(fork, stream.model, latent, pieces))
+        state = StreamState(fork, stream.model, latent, pieces)
+        node_memory.remember("stream", unique_id, state)
+        return (to_comfy_latent(latent, pieces), state)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from . import comfy_adapter as adapter
+from . import node_memory
 from .values import CATEGORY, MODEL, LoadedModel
 
 log = logging.getLogger("causalwan")
@@ -43,7 +44,8 @@ def _describe_plan(model: LoadedModel) -> str:
     params = sum(p.numel() for p in first.parameters())
     kind = "expert pair (high/low noise)" if model.is_pair else "dense model"
     head = (f"{kind}: {len(experts)} x {params / 1e9:.2f}B params, {str(first.dtype).replace('torch.', '')}, "
-            f"offload {model.offload}, compute on {model.device}")
+            f"offload {model.offload}{' (auto)' if getattr(model.policy, 'plan', None) else ''}, compute on "
+            f"{model.device}")
     try:
         from ..causal.memory_plan import MODES, plan_memory
 
@@ -58,19 +60,10 @@ def _describe_plan(model: LoadedModel) -> str:
 
 
 def _place(experts, mode: str, device: torch.device):
-    """Apply the offload mode (causal/offload.py); resident without it means: move everything to the device."""
-    try:
-        from ..causal import offload
-    except ImportError:
-        offload = None
-    if offload is not None and hasattr(offload, "apply_offload"):
-        return offload.apply_offload(experts, mode, device)
-    if mode not in ("resident", "auto"):
-        raise ValueError(f"offload mode {mode!r} is not available in this install (causal/offload.py is missing); "
-                         "use 'resident'")
-    for m in experts.modules().values():
-        m.to(device)
-    return "resident"
+    """Attach the offload policy (causal/offload.py); "auto" plans on free GPU memory, and is resident on a CPU."""
+    from ..causal.offload import apply_offload
+
+    return apply_offload(experts, mode, device)
 
 
 class CausalWanModelLoader:
@@ -108,10 +101,10 @@ class CausalWanModelLoader:
             "offload": (list(OFFLOAD_MODES), {"default": "auto", "tooltip": (
                 "resident: all weights on the GPU. swap: one expert on the GPU at a time. blocks: stream the "
                 "blocks of the running expert. auto: the least offloading that fits free memory.")}),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
-             offload="auto"):
+             offload="auto", unique_id=None):
         from ..causal.weights import load_experts
 
         if weight_dtype not in DTYPES:
@@ -132,6 +125,7 @@ class CausalWanModelLoader:
         if high is not None and high == low:
             raise ValueError("high_noise_model and low_noise_model are the same file; pick the two experts")
 
+        node_memory.release_previous("model", unique_id)  # never hold two loads of this node at once
         device = adapter.torch_device()
         paths = [p for p in (high, low, folder) if p]
         adapter.make_room(0, device, unload_all=sum(map(_bytes_on_disk, paths)) > BIG_LOAD_BYTES)
@@ -141,10 +135,11 @@ class CausalWanModelLoader:
                                    device=load_device, boundary=None if boundary < 0 else float(boundary))
         except (KeyError, RuntimeError) as e:  # shape/key mismatches deep in loading: say which files
             raise ValueError(f"could not load {', '.join(map(_name, paths))} as a causal Wan model: {e}") from e
-        mode = _place(experts, offload, device)
-        model = LoadedModel(experts, device, ", ".join(map(_name, paths)), "", mode or offload)
+        policy = _place(experts, offload, device)
+        model = LoadedModel(experts, device, ", ".join(map(_name, paths)), "", policy.mode, policy=policy)
         model.plan = _describe_plan(model)
         log.info("CausalWan: loaded %s; %s", model.source, model.plan)
+        node_memory.remember("model", unique_id, model)
         return (model, model.plan)
 
 

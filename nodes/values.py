@@ -26,7 +26,9 @@ class LoadedModel:
     device: torch.device
     source: str  # what was loaded, for messages
     plan: str  # the memory-plan line shown to the user
-    offload: str = "resident"
+    offload: str = "resident"  # the mode in force ("auto" already resolved)
+    policy: object = None  # causal.offload.Offload attached to the experts
+    released: bool = False
 
     @property
     def config(self):
@@ -35,6 +37,20 @@ class LoadedModel:
     @property
     def is_pair(self) -> bool:
         return self.experts.high is not None
+
+    def release(self) -> None:
+        """Free the weights (the loader ran again); any later use raises a readable error."""
+        if self.policy is not None:  # hooks off, weights back where their masters are (no copy), policy dropped
+            self.policy.remove(self.device if self.offload == "resident" else torch.device("cpu"))
+            self.policy = None
+        for m in self.experts.modules().values():
+            m.to("meta")
+        self.released = True
+
+    def check(self) -> None:
+        if self.released:
+            raise ValueError("this model was released because its CausalWan Model Loader ran again; queue the "
+                             "workflow again so the sampler gets the newly loaded model")
 
 
 @dataclass
@@ -90,6 +106,12 @@ class StreamState:
     latent: torch.Tensor  # normalised [B, 16, T, h, w], all frames so far (start frame included)
     pieces: list[int] = field(default_factory=list)
 
-    @property
-    def chunks(self) -> int:
-        return self.stream.chunk_index
+    def release(self) -> None:
+        """Drop the stream's caches (its node ran again); the latent video stays decodable."""
+        self.stream = None
+
+    def check(self) -> None:
+        if self.stream is None:
+            raise ValueError("this stream was released to free memory when its node ran again; queue the "
+                             "workflow again (change any input of that node, e.g. the seed, if it is cached)")
+        self.model.check()

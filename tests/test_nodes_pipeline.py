@@ -36,10 +36,10 @@ def start(vae):
     return CausalWanImageConditioner().start(SIZE, SIZE, "crop", image, vae)[0]
 
 
-def sample(model, start, prompts, chunks=3, seed=42, vae=None, **kw):
+def sample(model, start, prompts, chunks=3, seed=42, vae=None, node_id=None, **kw):
     opts = dict(steps=FAST, shift=0.0, frames_per_chunk=3, window_frames=0, sink_frames=0)
     opts.update(kw)
-    return CausalWanChunkSampler().sample(model, start, prompts, chunks, seed, vae=vae, unique_id="5", **opts)
+    return CausalWanChunkSampler().sample(model, start, prompts, chunks, seed, vae=vae, unique_id=node_id, **opts)
 
 
 def record():
@@ -52,8 +52,9 @@ def record():
 def test_image_to_video_end_to_end(pair, vae, start):
     model, plan = pair
     assert model.is_pair and model.experts.boundary == 875.0 and "2 x" in plan and "offload resident" in plan
+    assert "resident (all weights resident) at 480x832" in plan and model.offload == "resident"
     progress, events = record()
-    latent, stream = sample(model, start, conditioning(), vae=vae, steps="")
+    latent, stream = sample(model, start, conditioning(), vae=vae, steps="", node_id="5")
     assert latent["samples"].shape == (1, 16, 10, 4, 4) and latent["causalwan_pieces"] == [1, 3, 3, 3]
     calls = stream.stream.expert_calls
     assert [e for e, _ in calls[2:10]] == ["high"] * 3 + ["low"] * 5  # the release's 8 steps at shift 5
@@ -168,3 +169,35 @@ def test_windowed_stream_runs_past_the_window(pair, start):
     latent, state = sample(model, start, conditioning(), chunks=4, window_frames=6, sink_frames=1)
     assert latent["samples"].shape[2] == 13
     assert max(len(c.frames) for c in state.stream.caches.values()) <= 6
+
+
+def test_a_node_that_runs_again_releases_its_last_output(pair, start, vae, models):
+    model, _ = pair
+    latent, first = sample(model, start, conditioning(), chunks=1, node_id="9")
+    _, other_node = sample(model, start, conditioning(), chunks=1, node_id="10")
+    _, second = sample(model, start, conditioning(), chunks=1, seed=1, node_id="9")
+    assert first.stream is None and second.stream is not None and other_node.stream is not None
+    with pytest.raises(ValueError, match="this stream was released to free memory when its node ran again"):
+        CausalWanContinue().go_on(first, 1)
+    assert CausalWanDecode().decode(vae, first)[0].shape == (13, SIZE, SIZE, 3)  # its latent is still there
+
+    loader = CausalWanModelLoader()
+    old, _ = loader.load("none", "tiny_dense.safetensors", "none", unique_id="3")
+    new, _ = loader.load("none", "tiny_dense.safetensors", "none", unique_id="3")
+    assert old.released and next(old.experts.low.parameters()).is_meta and not new.released
+    dense_start = CausalWanImageConditioner().start(SIZE, SIZE)[0]
+    with pytest.raises(ValueError, match="this model was released because its CausalWan Model Loader ran again"):
+        sample(old, dense_start, conditioning())
+    assert sample(new, dense_start, conditioning(), chunks=1)[0]["samples"].shape == (1, 16, 3, 4, 4)
+
+
+@pytest.mark.parametrize("mode", ["swap", "blocks", "auto"])
+def test_offload_modes_give_the_same_video(pair, start, models, mode):
+    resident, _ = pair
+    model, plan = CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", "auto", -1.0,
+                                              mode)
+    assert model.offload == ("resident" if mode == "auto" else mode)  # auto on a CPU: resident
+    assert f"offload {model.offload}" in plan and model.policy.mode == model.offload
+    a = sample(resident, start, conditioning(), chunks=1)[1].latent
+    b = sample(model, start, conditioning(), chunks=1)[1].latent
+    assert torch.allclose(a, b, rtol=0, atol=2e-5)  # the copies run through other kernels: float32 rounding only

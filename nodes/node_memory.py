@@ -1,0 +1,29 @@
+"""Big node outputs are released when the same node runs again.
+
+ComfyUI keeps every node's last output until that node runs again, and the new output is made while the old one
+is still held: a re-queued model loader would hold two copies of a 14B expert, a re-queued sampler two sets of
+KV caches. With ComfyUI's default cache a node's old output is obsolete as soon as the node runs again, so each
+node here releases what it returned last time (per node id) before it builds the new one. Without a node id
+(plain Python, tests, the CLI) nothing is tracked.
+"""
+from __future__ import annotations
+
+_held: dict[tuple[str, str], object] = {}
+
+
+def release_previous(kind: str, node_id) -> None:
+    """Release the object this node returned last time (its `release()`), if any."""
+    if node_id is None:
+        return
+    old = _held.pop((kind, str(node_id)), None)
+    if old is not None:
+        old.release()
+
+
+def remember(kind: str, node_id, obj) -> None:
+    if node_id is not None:
+        _held[(kind, str(node_id))] = obj
+
+
+def forget_all() -> None:
+    _held.clear()

@@ -86,7 +86,7 @@ def test_prompt_switch_workflow_wiring():
     assert dec["inputs"]["latent"][0] == [k for k, v in api.items() if v is cont][0]
 
 
-def test_dense_workflow_is_text_to_video_with_a_window():
+def test_dense_workflow_is_text_to_video_of_21_latent_frames():
     wf = load(ROOT / "workflows" / "causalwan_t2v_dense_1.3b.json")
     api = ui_to_api(wf, INFO)
     (loader,) = [v for v in api.values() if v["class_type"] == "CausalWanModelLoader"]
@@ -94,7 +94,8 @@ def test_dense_workflow_is_text_to_video_with_a_window():
     (start,) = [v for v in api.values() if v["class_type"] == "CausalWanImageConditioner"]
     assert "image" not in start["inputs"]
     (s,) = [v for v in api.values() if v["class_type"] == "CausalWanChunkSampler"]
-    assert (s["inputs"]["window_frames"], s["inputs"]["sink_frames"]) == (12, 3)
+    assert (s["inputs"]["num_chunks"], s["inputs"]["frames_per_chunk"], s["inputs"]["window_frames"]) == (7, 3, 0)
+    assert s["inputs"]["steps"] == ""  # the model's own 4 steps
 
 
 # ------------------------------------------------------------------------ the checker and converter can fail

@@ -15,7 +15,6 @@ import torch.nn as nn
 from .checkpoint_files import TensorSource, WeightsError, first
 from .config import WanConfig
 from .fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, FP8Linear, dequantize, is_fp8, normalize_scale, quant_format
-from .fp8 import quantize
 from .model import CausalWanModel
 
 # Linear layers that stay in the compute dtype even when the file stores them in fp8: the model reads its output
@@ -94,37 +93,70 @@ def check(model: nn.Module, src: TensorSource, p: Plan, cfg: WanConfig) -> None:
 def fill(model: nn.Module, src: TensorSource, p: Plan, dtype: torch.dtype, device) -> None:
     """Assign every parameter and buffer from the source, one tensor at a time."""
     device = torch.device(device)
+    work: dict = {}  # scratch buffer of the fp8 quantisation, reused across layers
     for path, mod in model.named_modules():
         local = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
         for name, _ in local:
             key = f"{path}.{name}" if path else name
             if path in p.fp8_layers and name in ("weight", "scale_weight"):
                 continue
-            t = src.get(key)
-            if path in p.scales and name == "weight":
+            if path in p.scales and name == "weight":  # a small fp8 tensor that is not a Linear: dequantise
+                t = src.get(key, owned=True)
                 scale = src.get(p.scales[path]) if p.scales[path] else None
                 scale = None if scale is None else normalize_scale(scale, t.shape[0], f"'{src.path}' {key}")
                 if scale is not None and t.dim() > 2:
                     scale = scale.reshape(-1, *([1] * (t.dim() - 1))) if scale.dim() else scale
-                t = dequantize(t, scale, dtype)
-            _assign(mod, name, t.to(device=device, dtype=dtype))
+                _assign(mod, name, dequantize(t, scale, dtype).to(device))
+            else:
+                _assign(mod, name, _read(src, key, dtype, device))
         if path in p.fp8_layers:
-            _fill_fp8(mod, path, src, p.fp8_layers[path], device)
+            _fill_fp8(mod, path, src, p.fp8_layers[path], device, work)
     left = [k for k, v in list(model.named_parameters()) + list(model.named_buffers()) if v.is_meta]
     if left:
         raise WeightsError(f"'{src.path}': {len(left)} tensors were not filled (first: {first(left)})")
 
 
-def _fill_fp8(mod: FP8Linear, path: str, src: TensorSource, how, device) -> None:
+def _read(src: TensorSource, key: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Kept as is on the CPU: the memory-mapped tensor itself (no copy). Converted or moved: read through the
+    staging buffer into the final tensor, so no full-size temporary and no file pages stay resident."""
+    if device.type == "cpu" and src.dtypes[key] == dtype:
+        return src.get(key)
+    return src.read_into(key, torch.empty(src.shapes[key], dtype=dtype, device=device))
+
+
+def _fill_fp8(mod: FP8Linear, path: str, src: TensorSource, how, device: torch.device, work: dict) -> None:
     fp8, scale_key, requantize = how
-    w = src.get(f"{path}.weight")
+    key = f"{path}.weight"
     if requantize:
-        w, scale = quantize(w, fp8)
+        w, scale = quantize_from_chunks(src, key, fp8, device, work)
     else:
+        w = _read(src, key, fp8, device)
         scale = src.get(scale_key) if scale_key else torch.ones(())
         scale = normalize_scale(scale, w.shape[0], f"'{src.path}' {path}")
-    mod._buffers["weight"] = w.to(device)
+    mod._buffers["weight"] = w
     mod._buffers["scale_weight"] = scale.to(device)
+
+
+def quantize_from_chunks(src: TensorSource, key: str, fp8: torch.dtype, device, work: dict) -> tuple:
+    """fp8.quantize (same numbers) over the file in staging-buffer pieces: one pass for the absolute maximum, one
+    writing the quantised pieces into the final fp8 tensor through a reused float32 work buffer (no per-tensor
+    temporaries, so the heap does not fragment over hundreds of layers)."""
+    top = torch.finfo(fp8).max
+    amax = torch.zeros((), dtype=torch.float32)
+    for _, piece in src.chunks(key):
+        if piece.numel():
+            amax = torch.maximum(amax, torch.maximum(piece.max(), -piece.min()).float())
+    scale = (amax / top).clamp(min=1e-12)
+    out = torch.empty(src.shapes[key], dtype=fp8, device=device)
+    flat = out.view(-1)
+    for off, piece in src.chunks(key):
+        n = piece.numel()
+        if work.get("buf") is None or work["buf"].numel() < n:
+            work["buf"] = torch.empty(n, dtype=torch.float32)
+        buf = work["buf"][:n]
+        buf.copy_(piece).div_(scale).clamp_(-top, top)
+        flat[off: off + n].copy_(buf)
+    return out, scale.reshape(())
 
 
 def _assign(mod: nn.Module, name: str, t: torch.Tensor) -> None:

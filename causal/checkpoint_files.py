@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -26,6 +26,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 WRAPPER_KEYS = ("generator_ema", "generator", "model_ema", "ema", "state_dict", "model", "module", "net",
                 "transformer")
 SHOW = 5  # offending keys named in an error message
+CHUNK_BYTES = 16 << 20  # staging buffer of chunked reads
 
 
 class WeightsError(ValueError):
@@ -39,13 +40,21 @@ def first(items, n: int = SHOW) -> str:
 
 
 class TensorSource:
-    """Names, shapes and dtypes of a checkpoint's tensors, and a reader for one tensor at a time."""
+    """Names, shapes and dtypes of a checkpoint's tensors, and readers for one tensor at a time.
 
-    def __init__(self, path, shapes: dict, dtypes: dict, read: Callable[[str], torch.Tensor], metadata=None):
+    get(key): the tensor, possibly a memory-mapped view of the file (no copy; for tensors kept as they are).
+    read_into(key, out): copy-convert into a preallocated tensor of any dtype/device through a small staging
+        buffer, so neither the file's pages nor a full-size temporary stay resident beside the result.
+    chunks(key): the tensor as flat pieces of at most CHUNK_BYTES (each valid until the next one is produced).
+    """
+
+    def __init__(self, path, shapes: dict, dtypes: dict, read: Callable[[str], torch.Tensor], metadata=None,
+                 chunks: Callable[[str], Iterator[tuple[int, torch.Tensor]]] | None = None):
         self.path = str(path)
         self.shapes = {k: tuple(s) for k, s in shapes.items()}
         self.dtypes = dict(dtypes)
         self._read = read
+        self._chunks = chunks or (lambda k: iter([(0, read(k).reshape(-1))]))
         self.metadata = metadata or {}
 
     def keys(self) -> list[str]:
@@ -57,10 +66,29 @@ class TensorSource:
     def __len__(self) -> int:
         return len(self.shapes)
 
-    def get(self, key: str) -> torch.Tensor:
+    def _check(self, key):
         if key not in self.shapes:
             raise KeyError(f"'{self.path}' has no tensor {key!r}")
+
+    def get(self, key: str, owned: bool = False) -> torch.Tensor:
+        """The tensor `key`; owned=True gives a copy in process memory (read through the staging buffer)."""
+        self._check(key)
+        if owned:
+            return self.read_into(key, torch.empty(self.shapes[key], dtype=self.dtypes[key]))
         return self._read(key)
+
+    def chunks(self, key: str) -> Iterator[tuple[int, torch.Tensor]]:
+        """(element offset, flat piece in the file's dtype) for successive pieces of the tensor."""
+        self._check(key)
+        return self._chunks(key)
+
+    def read_into(self, key: str, out: torch.Tensor) -> torch.Tensor:
+        if tuple(out.shape) != self.shapes[key] or not out.is_contiguous():
+            raise ValueError(f"read_into {key!r}: out must be contiguous with shape {list(self.shapes[key])}")
+        flat = out.view(-1)
+        for off, piece in self.chunks(key):
+            flat[off: off + piece.numel()].copy_(piece)
+        return out
 
     def nbytes(self) -> int:
         return sum(_numel(s) * _itemsize(self.dtypes[k]) for k, s in self.shapes.items())
@@ -78,7 +106,7 @@ class TensorSource:
             names[new] = k
         return TensorSource(self.path, {n: self.shapes[o] for n, o in names.items()},
                             {n: self.dtypes[o] for n, o in names.items()}, lambda n: self._read(names[n]),
-                            self.metadata)
+                            self.metadata, lambda n: self._chunks(names[n]))
 
 
 def _numel(shape) -> int:
@@ -99,6 +127,8 @@ def corrupt(path, kind: str, err: Exception) -> WeightsError:
 
 # ----------------------------------------------------------------------------------------------- safetensors
 def open_safetensors(path) -> TensorSource:
+    """safe_open validates the file and gives memory-mapped tensors; chunked reads use the header's byte offsets
+    (8-byte little-endian header length, JSON header, then the data) and plain file I/O into a staging buffer."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -109,6 +139,11 @@ def open_safetensors(path) -> TensorSource:
             sl = handle.get_slice(k)
             shapes[k], dtypes[k] = sl.get_shape(), _st_dtype(sl.get_dtype(), path, k)
         metadata = handle.metadata()
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        base = 8 + n
+        offsets = {k: v["data_offsets"] for k, v in header.items() if k != "__metadata__"}
     except WeightsError:
         raise
     except Exception as e:  # SafetensorError is not exported as a class we can import reliably
@@ -120,7 +155,25 @@ def open_safetensors(path) -> TensorSource:
         except Exception as e:
             raise corrupt(path, "safetensors", e) from e
 
-    return TensorSource(path, shapes, dtypes, read, metadata)
+    staging: list[torch.Tensor] = []  # one buffer per file, allocated on first use and reused
+
+    def chunks(key):
+        start, end = offsets[key]
+        dtype = dtypes[key]
+        size = _itemsize(dtype)
+        if not staging:
+            staging.append(torch.empty(CHUNK_BYTES, dtype=torch.uint8))
+        buf = staging[0]
+        step = CHUNK_BYTES // size * size
+        with open(path, "rb") as f:
+            f.seek(base + start)
+            for pos in range(start, end, step):
+                n = min(step, end - pos)
+                if f.readinto(memoryview(buf.numpy())[:n]) != n:
+                    raise corrupt(path, "safetensors", EOFError(f"tensor {key!r} ends past the end of the file"))
+                yield (pos - start) // size, buf[:n].view(dtype)
+
+    return TensorSource(path, shapes, dtypes, read, metadata, chunks)
 
 
 def _st_dtype(name: str, path, key) -> torch.dtype:
@@ -150,7 +203,7 @@ def open_sharded(index_path) -> TensorSource:
                            f"(first: {first(absent)}); the index and the shards come from different downloads")
     return TensorSource(index_path, {k: shards[n].shapes[k] for k, n in weight_map.items()},
                         {k: shards[n].dtypes[k] for k, n in weight_map.items()},
-                        lambda k: shards[weight_map[k]].get(k))
+                        lambda k: shards[weight_map[k]].get(k), None, lambda k: shards[weight_map[k]].chunks(k))
 
 
 # ----------------------------------------------------------------------------------------------- torch pickle
@@ -252,4 +305,4 @@ def merge(sources: list[TensorSource], name) -> TensorSource:
                 raise WeightsError(f"'{name}': tensor {k!r} is in both '{owner[k].path}' and '{s.path}'")
             owner[k] = s
     return TensorSource(name, {k: s.shapes[k] for k, s in owner.items()}, {k: s.dtypes[k] for k, s in owner.items()},
-                        lambda k: owner[k].get(k))
+                        lambda k: owner[k].get(k), None, lambda k: owner[k].chunks(k))

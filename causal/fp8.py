@@ -45,9 +45,11 @@ def normalize_scale(scale: torch.Tensor, out_features: int, where: str) -> torch
 def quantize(weight: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-tensor quantisation: (fp8 weight, float32 scalar scale) with weight ~= fp8 * scale."""
     top = torch.finfo(dtype).max
-    w = weight.detach().float()
-    scale = (w.abs().max() / top).clamp(min=1e-12)
-    return (w / scale).clamp(-top, top).to(dtype), scale.reshape(())
+    w = weight.detach()
+    amax = torch.maximum(w.max(), -w.min()).float()  # no |w| temporary
+    scale = (amax / top).clamp(min=1e-12)
+    w32 = w.float() if w.dtype != torch.float32 else w.clone()
+    return w32.div_(scale).clamp_(-top, top).to(dtype), scale.reshape(())
 
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

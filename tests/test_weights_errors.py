@@ -110,8 +110,9 @@ def test_nothing_is_read_when_the_check_fails(tmp_path, model, monkeypatch):
 
     def counting(*a, **kw):
         src = real(*a, **kw)
-        inner = src._read
+        inner, inner_chunks = src._read, src._chunks
         src._read = lambda k: reads.append(k) or inner(k)
+        src._chunks = lambda k: reads.append(k) or inner_chunks(k)
         return src
 
     monkeypatch.setattr(weights, "open_file", counting)

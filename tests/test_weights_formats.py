@@ -1,6 +1,8 @@
 """Every weights format users have, written from a tiny expert, loads through one entry point to the same model."""
 import json
 
+from safetensors.torch import save_file
+
 import pytest
 import torch
 
@@ -178,6 +180,24 @@ def test_load_reads_each_tensor_once_and_assigns_without_copy(tmp_path, pair):
     w = model.blocks[0].ffn[0].weight
     assert w.data_ptr() == reads["blocks.0.ffn.0.weight"].data_ptr()
     assert not model.blocks[0].ffn[0].weight.requires_grad
+
+
+def test_chunked_reads_equal_whole_reads(tmp_path, monkeypatch):
+    from causalwan.causal import checkpoint_files
+    monkeypatch.setattr(checkpoint_files, "CHUNK_BYTES", 40)  # many pieces per tensor, odd sizes at the ends
+    tensors = {"bf16": torch.randn(7, 9).bfloat16(), "f32": torch.randn(3, 5, 2), "fp8": torch.randn(6, 11).to(
+        torch.float8_e4m3fn), "u8": torch.arange(50, dtype=torch.uint8), "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0)}
+    save_file(tensors, str(tmp_path / "mixed.safetensors"))
+    src = open_file(tmp_path / "mixed.safetensors")
+    for k, t in tensors.items():
+        assert src.shapes[k] == tuple(t.shape) and src.dtypes[k] == t.dtype
+        got = src.get(k, owned=True)
+        assert got.dtype == t.dtype and got.shape == t.shape
+        assert torch.equal(got.reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8))
+        assert torch.equal(src.read_into(k, torch.empty(t.shape, dtype=torch.float64)), t.double())
+    pieces = list(src.chunks("f32"))
+    assert [off for off, _ in pieces] == [0, 10, 20] and pieces[-1][1].numel() == 10
 
 
 def test_metadata_and_format_names(tmp_path, pair):

@@ -20,6 +20,9 @@ BUNDLE_PREFIX = "model.diffusion_model."
 _FAMILIES = [
     (r"(^|\.)(lora_[AB]|lora_down|lora_up)\.|\.alpha$", "a LoRA (low-rank adapter), not a full model; load the "
                                                           "base model and apply the LoRA separately"),
+    (r"(^|\.)patch_embedding\.proj\.weight$|(^|\.)condition_embedder\.time_modulation\.",
+     "a Wan transformer in FastVideo's internal naming (a training checkpoint); export it in diffusers format "
+     "(FastVideo saves diffusers names) and load that"),
     (r"(^|\.)input_blocks\.\d+\.|(^|\.)down_blocks\.\d+\.resnets\.\d+\..*time_emb_proj",
      "a Stable Diffusion style UNet (input_blocks / down_blocks with time embeddings)"),
     (r"(^|\.)double_blocks\.\d+\.img_attn", "a Flux transformer"),

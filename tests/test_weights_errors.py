@@ -71,6 +71,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, model):
       "conv2.weight": (16, 16, 1, 1, 1)}, "a VAE"),
     ({"encoder.block.0.layer.0.SelfAttention.q.weight": (64, 64), "shared.weight": (100, 64),
       "encoder.final_layer_norm.weight": (64,)}, "text encoder"),
+    ({"patch_embedding.proj.weight": (64, 16, 1, 2, 2), "blocks.0.to_q.weight": (64, 64)}, "FastVideo's internal"),
     ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": (8, 64),
       "diffusion_model.blocks.0.self_attn.q.lora_B.weight": (64, 8)}, "a LoRA"),
 ])

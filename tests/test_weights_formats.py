@@ -150,6 +150,21 @@ def test_diffusers_named_single_file(tmp_path, pair):
     same(load_transformer(path), m)
 
 
+def test_bundle_checkpoint_keeps_only_the_transformer(tmp_path, pair):
+    m = pair[0]
+    sd = {"model.diffusion_model." + k: v.contiguous() for k, v in m.state_dict().items()}
+    sd["first_stage_model.encoder.conv1.weight"] = torch.zeros(8, 3, 3, 3, 3)  # the bundled VAE
+    sd["cond_stage_model.shared.weight"] = torch.zeros(10, 4)  # and text encoder
+    save_file(sd, str(tmp_path / "all_in_one.safetensors"))
+    same(load_transformer(tmp_path / "all_in_one.safetensors"), m)
+    # a stray key beside the DiT under another prefix is not silently dropped
+    sd = {"model." + k: v.contiguous() for k, v in m.state_dict().items()}
+    sd["ema.decay"] = torch.tensor(0.99)
+    save_file(sd, str(tmp_path / "stray.safetensors"))
+    with pytest.raises(weights.WeightsError, match="1 unexpected keys \\(first: 'ema.decay'\\)"):
+        load_transformer(tmp_path / "stray.safetensors")
+
+
 def test_config_inferred_from_shapes_of_released_models():
     for cfg in (A14B, WAN_1_3B, WanConfig(in_dim=36, image_branch=True, clip_dim=1280, num_layers=2)):
         with torch.device("meta"):

@@ -3,12 +3,13 @@
 Every function works without ComfyUI too (plain pytest, the CLI): folders then come from `set_model_folders`
 or from `$CAUSALWAN_MODELS_DIR` / `./models`, progress and events go to registered listeners only, an
 interrupt is requested with `request_interrupt()`, and memory calls fall back to plain torch.
-ComfyUI modules are looked up at call time (never at import), so importing this file never imports ComfyUI.
+ComfyUI modules are looked up at call time among the modules already imported: ComfyUI imports folder_paths,
+comfy.* and server before it loads any custom node, and outside ComfyUI nothing of the kind is imported by
+accident (a stray server.py in the working directory, a GPU probe in comfy.model_management).
 """
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import sys
@@ -38,12 +39,7 @@ class Interrupted(Exception):
 
 def comfy(name: str):
     """The ComfyUI module `name` ("folder_paths", "comfy.model_management", ...) or None outside ComfyUI."""
-    if name in sys.modules:
-        return sys.modules[name]
-    try:
-        return importlib.import_module(name)
-    except Exception:  # not inside ComfyUI (or it cannot start here): every caller has a fallback
-        return None
+    return sys.modules.get(name)
 
 
 # ------------------------------------------------------------------------------------------- model folders

@@ -119,7 +119,7 @@ class MemoryPlan:
         return self.needed() <= free_bytes
 
     def describe(self) -> str:
-        m = {"resident": "all weights resident", "swap": "one expert resident, swapped per step",
+        m = {"resident": "all weights resident", "swap": "one expert's blocks resident, swapped when the expert changes",
              "blocks": f"{self.blocks} blocks resident, streamed"}[self.mode]
         cache = str(self.cache_dtype).replace("torch.", "")
         win = f"window {self.window}" if self.window else f"{self.frames} frames"
@@ -211,15 +211,17 @@ def smaller_resolutions(height: int, width: int, steps: int = 8):
 
 
 def alternative(plan: MemoryPlan, free_bytes: int) -> MemoryPlan | None:
-    """A plan that fits in `free_bytes`: a lighter mode at this resolution, else an fp8 KV cache, else a lower
-    resolution (with the lightest mode). None if even the smallest tried does not fit."""
-    order = MODES[MODES.index(plan.mode):]
-    candidates = [replace_plan(plan, mode=m) for m in order]
-    if not _is_fp8(plan.cache_dtype):
-        candidates += [replace_plan(plan, mode=m, cache_dtype=torch.float8_e4m3fn) for m in order]
-    for h, w in smaller_resolutions(plan.height, plan.width):
-        candidates += [replace_plan(plan, mode=m, height=h, width=w) for m in order]
-    return next((c for c in candidates if c.fits(free_bytes)), None)
+    """The lightest change that fits in `free_bytes`: at this resolution a lighter mode, then an fp8 KV cache;
+    then the same at lower resolutions. None if even the smallest tried does not fit."""
+    modes = MODES[MODES.index(plan.mode):]
+    caches = [plan.cache_dtype] + ([] if _is_fp8(plan.cache_dtype) else [torch.float8_e4m3fn])
+    for h, w in [(plan.height, plan.width), *smaller_resolutions(plan.height, plan.width)]:
+        for cache in caches:
+            for m in modes:
+                candidate = replace_plan(plan, mode=m, cache_dtype=cache, height=h, width=w)
+                if candidate.fits(free_bytes):
+                    return candidate
+    return None
 
 
 def replace_plan(plan: MemoryPlan, **changes) -> MemoryPlan:

@@ -2,9 +2,10 @@
 
 Prints JSON. A mid-size Wan config (default dim 1024, 10 layers: ~170M parameters, ~340 MB in bf16) is written into
 a temp dir as a ComfyUI-style single file (bf16, and scaled fp8), then each case is loaded in a FRESH subprocess so
-the RSS is that of the load alone: baseline after imports (and torch's one-time meta-device setup), peak (VmHWM) during load_transformer, and RSS after
-every weight has been touched (memory-mapped pages count once read). Target: peak - baseline <= 1.15 x the file
-size when the file's dtype is kept (the weights are never held twice).
+the RSS is that of the load alone: baseline after imports (and torch's one-time meta-device setup), peak (VmHWM)
+during load_transformer, and RSS after every weight has been touched (memory-mapped pages count once read).
+Target: peak - baseline <= 1.15 x the file size when the file's dtype is kept (the weights are never held twice);
+converting cases are reported against the loaded model's size (peak_over_model).
 """
 from __future__ import annotations
 

@@ -150,12 +150,9 @@ def resolve_dtype(dtype, src: TensorSource | None = None) -> tuple[torch.dtype, 
     if src is None:
         return torch.bfloat16, None
     counts = Counter()
-    for k, s in src.shapes.items():
+    for k, shape in src.shapes.items():
         if src.dtypes[k].is_floating_point:
-            n = 1
-            for d in s:
-                n *= d
-            counts[src.dtypes[k]] += n
+            counts[src.dtypes[k]] += torch.Size(shape).numel()
     main = counts.most_common(1)[0][0] if counts else torch.bfloat16
     if is_fp8(main):
         return torch.bfloat16, None

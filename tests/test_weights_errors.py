@@ -97,8 +97,10 @@ def test_missing_unexpected_and_misshapen_keys(tmp_path, model):
     assert "1 unexpected keys (first: 'blocks.0.self_attn.extra.weight')" in msg
     good = tmp_path / "ok.safetensors"
     write_comfy(model, good)
-    with pytest.raises(WeightsError, match=r"6 wrong shapes \(first: 'blocks.0.ffn.0.weight \[64, 256\] \(expected \[128, 256\]\)'"):
-        load_transformer(good, config={"ffn_dim": 128})  # an explicit config wins, then the shapes disagree
+    # an explicit config wins, then the shapes disagree
+    with pytest.raises(WeightsError, match=r"6 wrong shapes \(first: 'blocks.0.ffn.0.weight \[64, 256\] "
+                                           r"\(expected \[128, 256\]\)'"):
+        load_transformer(good, config={"ffn_dim": 128})
 
 
 def test_nothing_is_read_when_the_check_fails(tmp_path, model, monkeypatch):

@@ -28,9 +28,7 @@ def block_linears(sd: dict) -> list[str]:
 def write_comfy(model, path, dtype=torch.bfloat16, prefix=COMFY_PREFIX, fp8=None) -> Path:
     """ComfyUI single file: original names under `prefix`; fp8 None / "plain" / "scaled" / "comfy_quant"."""
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    out = {}
-    for k, v in sd.items():
-        out[k] = v.to(dtype)
+    out = {k: v.to(dtype) for k, v in sd.items()}
     if fp8 == "plain":  # every floating tensor cast to fp8, no scales
         out = {k: v.float().to(torch.float8_e4m3fn) for k, v in sd.items()}
     elif fp8 in ("scaled", "comfy_quant"):
@@ -58,13 +56,10 @@ def fp8_reference(model, plain=False):
     """The model with the weights an fp8 file of it holds, dequantised back to float32 (the exact target)."""
     ref = ref_like(model)
     sd = model.state_dict()
-    new = {}
-    for k, v in sd.items():
-        if plain:
-            new[k] = v.float().to(torch.float8_e4m3fn).float()
-        else:
-            new[k] = v
-    if not plain:
+    if plain:
+        new = {k: v.float().to(torch.float8_e4m3fn).float() for k, v in sd.items()}
+    else:
+        new = dict(sd)
         for i, k in enumerate(block_linears(sd)):
             if i == 0:
                 scale = sd[k].abs().amax(dim=1, keepdim=True).float() / 448

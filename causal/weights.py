@@ -23,7 +23,7 @@ from . import assemble, infer_config, keymap, model_family
 from .checkpoint_files import PICKLE_SUFFIXES, TensorSource, WeightsError, first, open_file, open_folder
 from .config import WanConfig
 from .experts import ExpertPair
-from .fp8 import FP8_NAMES, is_fp8
+from .fp8 import FP8_NAMES, FP8Linear, is_fp8
 from .model import CausalWanModel
 
 __all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "resolve_dtype"]
@@ -170,7 +170,7 @@ def build(src: TensorSource, cfg: WanConfig, fmt: str, dtype=None, device="cpu")
     compute, quant = resolve_dtype(dtype, src)
     model = assemble.build(cfg, src, compute, device, quant)
     model.weights_info = {"path": src.path, "format": fmt, "dtype": compute,
-                          "fp8_layers": sum(1 for m in model.modules() if type(m).__name__ == "FP8Linear")}
+                          "fp8_layers": sum(isinstance(m, FP8Linear) for m in model.modules())}
     return model
 
 

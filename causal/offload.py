@@ -58,6 +58,9 @@ class Offload:
         self.current: str | None = None
         self.base = {n: WeightSlot(m, storage, pin, skip="blocks") for n, m in models.items()}
         self.slots = {n: [WeightSlot(b, storage, pin) for b in m.blocks] for n, m in models.items()}
+        self._keys = {n: [(n, i) for i in range(len(ss))] for n, ss in self.slots.items()}  # shared by snapshots
+        self._on: set = set()  # (expert, block) keys of the loaded blocks
+        self._on_bytes = 0  # bytes of every loaded slot, non-block parts included
         self._undo = []
         for name, model in models.items():
             for i, blk in enumerate(model.blocks):
@@ -98,21 +101,20 @@ class Offload:
         self._record(event, name, i)
 
     # ----------------------------------------------------------------- moving
-    def _loaded_blocks(self):
-        return [(n, j) for n, slots in self.slots.items() for j, s in enumerate(slots) if s.loaded]
-
-    def _bytes(self) -> int:
-        slots = list(self.base.values()) + [s for ss in self.slots.values() for s in ss]
-        return sum(s.nbytes for s in slots if s.loaded)
+    def _loaded_blocks(self) -> list:
+        return sorted(self._on)
 
     def _record(self, event: str, name: str, i: int) -> None:
-        self.log.record(event, name, i, self._loaded_blocks(), self._bytes())
+        self.log.record(event, name, i, self._on, self._on_bytes)
 
     def _load(self, name: str, i: int) -> None:
         slot = self.base[name] if i < 0 else self.slots[name][i]
         if slot.loaded:
             return
         copied = slot.load(self.copier, self.copy_same_device)
+        self._on_bytes += slot.nbytes
+        if i >= 0:
+            self._on.add(self._keys[name][i])
         self.log.count_load(copied)
         self._record("load", name, i)
 
@@ -120,6 +122,8 @@ class Offload:
         slot = self.base[name] if i < 0 else self.slots[name][i]
         if slot.loaded:
             slot.evict()
+            self._on_bytes -= slot.nbytes
+            self._on.discard(self._keys[name][i] if i >= 0 else None)
             self._record("evict", name, i)
 
     def _load_bases(self) -> None:

@@ -23,7 +23,7 @@ class Snapshot:
 class ResidencyLog:
     """Peaks since creation plus the most recent `keep` snapshots."""
 
-    def __init__(self, keep: int = 100_000):
+    def __init__(self, keep: int = 10_000):
         self.snapshots: deque[Snapshot] = deque(maxlen=keep)
         self.peak_blocks = 0
         self.peak_experts = 0

@@ -21,6 +21,7 @@ Hooks, not edits: forward pre/post hooks on every `model.blocks[i]`, a wrapper o
 `cross_attn.kv` (the text cache is computed outside the block's forward), and `ExpertPair.placement`.
 On CPU the compute and storage devices are one, but "swap" and "blocks" still make a real copy of each loaded
 block and drop it on eviction, so the same code runs and a test can tell loaded weights from masters.
+Inference only: weights are never copied back, and autograd would keep every evicted copy alive.
 """
 from __future__ import annotations
 

@@ -4,22 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from causalwan.causal import keymap
-from causalwan.causal.model import CausalWanModel
 from tiny_models import tiny_config, tiny_model
+from weight_writers import diffusers_twin
 
 diffusers = pytest.importorskip("diffusers")
-
-
-def diffusers_twin(m: CausalWanModel):
-    c = m.config
-    d = diffusers.WanTransformer3DModel(
-        patch_size=c.patch_size, num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
-        in_channels=c.in_dim, out_channels=c.out_dim, text_dim=c.text_dim, freq_dim=c.freq_dim,
-        ffn_dim=c.ffn_dim, num_layers=c.num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        eps=c.eps, image_dim=c.clip_dim if c.image_branch else None,
-        added_kv_proj_dim=c.dim if c.image_branch else None).eval()
-    d.load_state_dict({keymap.to_diffusers(k): v for k, v in m.state_dict().items()}, strict=True)
-    return d
 
 
 @pytest.mark.parametrize("in_dim", [16, 36])

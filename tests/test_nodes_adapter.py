@@ -11,7 +11,7 @@ from causalwan.nodes.chunk_sampler import CausalWanChunkSampler
 from causalwan.nodes.model_loader import CausalWanModelLoader
 from causalwan.nodes.start_image import CausalWanImageConditioner
 from causalwan.nodes.vae_loader import CausalWanVAELoader
-from test_nodes_models import FOLDER, conditioning, models, models_root  # noqa: F401  (fixtures)
+from node_models import FOLDER, conditioning
 
 
 class FakeComfy:

@@ -11,7 +11,7 @@ from causalwan.nodes.model_loader import CausalWanModelLoader
 from causalwan.nodes.prompt_switch import CausalWanPromptSwitch
 from causalwan.nodes.start_image import CausalWanImageConditioner, snap
 from causalwan.nodes.vae_loader import CausalWanVAELoader
-from test_nodes_models import conditioning, models, models_root  # noqa: F401  (fixtures)
+from node_models import conditioning
 
 
 def load(high="none", low="none", folder="none", **kw):

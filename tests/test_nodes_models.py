@@ -1,94 +1,10 @@
-"""Tiny model files in a ComfyUI-like models folder for the node tests (and checks that the loaders list them).
-
-    models/diffusion_models/tiny_high.safetensors, tiny_low.safetensors   two experts (ComfyUI single files; the
-                                                                          high one under model.diffusion_model.)
-    models/diffusion_models/tiny_dense.safetensors                        a dense causal model
-    models/diffusion_models/tiny_wide_low.safetensors                     an expert of another width
-    models/diffusion_models/not_a_model.safetensors                       a VAE put in the wrong folder
-    models/diffusion_models/TinyCausalWan-Diffusers/                      the same pair + VAE as a diffusers folder
-    models/vae/tiny_vae.safetensors                                       a Wan2.1-layout VAE (base_dim 8)
-Experts use head dim 128 (dim 128, 1 head) so that the loader infers the head count as for the released models.
-"""
-import json
-from pathlib import Path
-
+"""The loaders list the tiny model files and folders of the models folder."""
 import pytest
-import torch
-from safetensors.torch import save_file
 
-from causalwan.causal import keymap
 from causalwan.nodes import comfy_adapter as adapter
 from causalwan.nodes.model_loader import CausalWanModelLoader
 from causalwan.nodes.vae_loader import CausalWanVAELoader
-from causalwan.vae.key_map import original_to_diffusers
-from causalwan.vae.random_init import random_vae
-from tiny_models import tiny_model
-
-EXPERT = dict(dim=128, num_heads=1, ffn_dim=64)
-FOLDER = "TinyCausalWan-Diffusers/"
-TEXT_DIM = 32
-
-
-def expert_state(seed, **kw):
-    return {k: v.contiguous() for k, v in tiny_model(seed, **{**EXPERT, **kw}).state_dict().items()}
-
-
-def write_models(root: Path) -> Path:
-    dm, vae_dir = root / "diffusion_models", root / "vae"
-    for d in (dm, vae_dir, root / "text_encoders"):
-        d.mkdir(parents=True, exist_ok=True)
-    high, low = expert_state(2), expert_state(1)
-    save_file({"model.diffusion_model." + k: v for k, v in high.items()}, str(dm / "tiny_high.safetensors"))
-    save_file(low, str(dm / "tiny_low.safetensors"))
-    save_file(expert_state(3), str(dm / "tiny_dense.safetensors"))
-    save_file(expert_state(4, dim=256, num_heads=2), str(dm / "tiny_wide_low.safetensors"))
-    vae_sd = {k: v.contiguous() for k, v in random_vae(base_dim=8, seed=0).state_dict().items()}
-    save_file(vae_sd, str(vae_dir / "tiny_vae.safetensors"))
-    save_file(vae_sd, str(dm / "not_a_model.safetensors"))
-
-    folder = dm / FOLDER.rstrip("/")
-    for sub, sd in (("transformer", high), ("transformer_2", low)):
-        (folder / sub).mkdir(parents=True)
-        save_file({keymap.to_diffusers(k): v for k, v in sd.items()},
-                  str(folder / sub / "diffusion_pytorch_model.safetensors"))
-    (folder / "vae").mkdir()
-    save_file({original_to_diffusers(k): v for k, v in vae_sd.items()},
-              str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"shift": 5.0}))
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.875,
-        "transformer": ["diffusers", "WanTransformer3DModel"], "transformer_2": ["diffusers", "WanTransformer3DModel"],
-        "vae": ["diffusers", "AutoencoderKLWan"]}))
-    return root
-
-
-@pytest.fixture(scope="session")
-def models_root(tmp_path_factory):
-    return write_models(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def models(models_root):
-    """The tiny models folder as the adapter's folders; listeners and interrupts are reset around each test.
-    Runs on one CPU thread: these models are so small that a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    adapter.set_models_dir(models_root)
-    adapter.clear_listeners()
-    adapter._interrupt.clear()
-    yield models_root
-    torch.set_num_threads(threads)
-    adapter.set_model_folders(None)
-    adapter.clear_listeners()
-    adapter._interrupt.clear()
-
-
-def conditioning(seed=0, tokens=7, length=512, dim=TEXT_DIM):
-    """A CONDITIONING like ComfyUI's wan text encoder gives: `tokens` real rows, zero rows up to `length`."""
-    t = torch.zeros(1, length, dim)
-    t[:, :tokens] = torch.randn(1, tokens, dim, generator=torch.Generator().manual_seed(seed))
-    return [[t, {"pooled_output": None}]]
+from node_models import FOLDER
 
 
 def test_loaders_list_the_files_and_folders(models):

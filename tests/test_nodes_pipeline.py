@@ -13,7 +13,7 @@ from causalwan.nodes.prompt_switch import CausalWanPromptSwitch
 from causalwan.nodes.start_image import CausalWanImageConditioner
 from causalwan.nodes.vae_loader import CausalWanVAELoader
 from causalwan.vae.latent_norm import denormalize_latent, normalize_latent
-from test_nodes_models import FOLDER, conditioning, models, models_root  # noqa: F401  (fixtures)
+from node_models import FOLDER, conditioning
 
 SIZE = 32  # pixels: latent 4x4, 2x2 tokens per frame
 FAST = "1000, 500"  # one high-noise and one low-noise step (shift 5): most tests need no more

@@ -18,7 +18,7 @@ from causalwan.nodes.chunk_sampler import CausalWanChunkSampler  # noqa: E402
 from causalwan.nodes.model_loader import CausalWanModelLoader  # noqa: E402
 from causalwan.nodes.start_image import CausalWanImageConditioner  # noqa: E402
 from causalwan.nodes.text_encode import CausalWanTextEncode  # noqa: E402
-from test_nodes_models import TEXT_DIM, models, models_root  # noqa: E402, F401  (fixtures)
+from node_models import TEXT_DIM
 
 WORDS = "a red fox runs through fresh snow in a quiet forest at dawn with soft golden light".split()
 

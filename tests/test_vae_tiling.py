@@ -14,15 +14,6 @@ TILED_MEAN_TOL = 0.06
 TILED_MAX_TOL = 0.8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Single-threaded torch: much faster for these tiny tensors on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def vae():
     return random_vae(base_dim=8, seed=3)

@@ -11,15 +11,6 @@ from causalwan.vae.key_map import original_to_diffusers
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Single-threaded torch: much faster for these tiny tensors on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("vae_weights")

@@ -11,7 +11,7 @@ import torch
 import causalwan
 from causalwan.nodes.core_nodes import CORE_NODES
 from causalwan.nodes.workflow_format import object_info, ui_to_api
-from test_nodes_models import FOLDER, TEXT_DIM, conditioning, models, models_root  # noqa: F401  (fixtures)
+from node_models import FOLDER, TEXT_DIM, conditioning
 
 ROOT = Path(causalwan.__file__).parent
 INFO = {**CORE_NODES, **object_info(causalwan.NODE_CLASS_MAPPINGS, causalwan.NODE_DISPLAY_NAME_MAPPINGS)}

@@ -138,7 +138,8 @@ def run(a) -> dict:
     t0 = time.perf_counter()
     start = vae.encode_images(image.to(device))
     opts = StreamOptions(chunk_frames=a.frames_per_chunk, steps=parse_steps(a.steps) if a.steps else None,
-                         shift=a.shift, window=a.window or None, sink=a.sink)
+                         shift=a.shift, window=a.window or None, sink=a.sink,
+                         max_frames=start.shape[2] + a.chunks * a.frames_per_chunk)
     stream = Stream(experts, seed=a.seed, options=opts, device=device)
     stream.set_prompt(text.to(device))
     stream.prime(start)

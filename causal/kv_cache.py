@@ -1,7 +1,8 @@
 """Per-expert self-attention KV cache, organised by latent frame.
 
 Every layer holds one key and one value buffer [B, heads, slots * tokens_per_frame, head_dim]. A frame owns a slot;
-running a chunk again writes into the same slots. Without a window the cache grows with the stream; with a
+running a chunk again writes into the same slots. Without a window the cache is sized once for the stream's
+known length (`capacity`) and grows by doubling past it; with a
 rolling window of W frames and S sink frames, slots 0..S-1 keep the first S frames forever and the other W-S
 slots form a ring, so memory is constant once the window is full.
 
@@ -58,12 +59,13 @@ class KVCache:
     """Self-attention keys/values of one expert (all layers) for one stream."""
 
     def __init__(self, num_layers: int, window: int | None = None, sink: int = 0, policy: str = "absolute",
-                 dtype: torch.dtype | None = None, rope_limit: int = 1024):
+                 dtype: torch.dtype | None = None, rope_limit: int = 1024, capacity: int | None = None):
         if policy not in POLICIES:
             raise ValueError(f"unknown position policy {policy!r}; choose one of {POLICIES}")
         check_window(window, sink)
         self.num_layers, self.window, self.sink, self.policy = num_layers, window, sink, policy
         self.dtype, self.rope_limit = dtype, rope_limit
+        self.capacity = capacity  # frames to allocate at once without a window (the stream's known length)
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
         # fp8 caches only (issue 7): float32 scale per token and head, [B, heads, slots * tokens, 1]
@@ -129,7 +131,12 @@ class KVCache:
                              f"'window' position policy with an attention window for longer streams")
         need = (last_frame + 1) if self.window is None else self.window
         if need > len(self.slot_frame):
-            target = need if self.window is not None else max(need, 2 * len(self.slot_frame))
+            if self.window is not None:
+                target = need
+            elif not self.slot_frame and self.capacity:
+                target = max(need, self.capacity)  # sized once for a stream of known length
+            else:
+                target = max(need, 2 * len(self.slot_frame))  # unknown length: grow geometrically
             self._allocate(target, batch, heads, head_dim, tpf, device, self.dtype or dtype)
         for i, g in enumerate(self.slot_frame):  # drop frames at or after start and frames out of the window
             if g >= start or (g >= 0 and not self._visible(g, start, frames)):

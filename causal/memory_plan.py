@@ -9,8 +9,8 @@ Four parts, in bytes:
   expert plus the non-block weights (embeddings, time projection, head) of all; "blocks": N blocks plus the
   non-block weights of all. fp8 weights: block Linear weights at 1 byte plus a float32 scale each.
 - kv_cache: per expert, layers x (k, v) x batch x slots x tokens/frame x dim at the cache dtype (plus a float32
-  scale per token and head for fp8). Slots: the window, or without one the capacity the cache grows to, which
-  doubles (1, 4, 8, 16, 32 slots for 1 + 3k frames), as causal/kv_cache.py allocates it.
+  scale per token and head for fp8). Slots: the window, or without one the stream's length (streams are sized
+  once through StreamOptions.max_frames; an unsized cache doubles: 1, 4, 8, 16, 32 slots for 1 + 3k frames).
 - cross_cache: text keys/values for every layer (one per expert, or one shared).
 - activations: the live temporaries of one block forward over a chunk (residual stream in float32, projections,
   RoPE in float32, FFN hidden), from a model of the forward checked against measured tensor bytes in the tests
@@ -70,11 +70,14 @@ def base_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     return n * (2 if _is_fp8(weight_dtype) else _size(weight_dtype))
 
 
-def cache_slots(frames: int, chunk_frames: int, window: int | None, first: int = 1) -> int:
-    """Frame slots a KV cache holds at its largest: the window, or the doubling capacity of causal/kv_cache.py
-    for a stream of `first` primed frames and chunks of `chunk_frames` until `frames` frames."""
+def cache_slots(frames: int, chunk_frames: int, window: int | None, first: int = 1, sized: bool = True) -> int:
+    """Frame slots a KV cache holds at its largest: the window; the stream's length when it was sized
+    (StreamOptions.max_frames); else the doubling capacity of causal/kv_cache.py for a stream of `first` primed
+    frames and chunks of `chunk_frames` until `frames` frames."""
     if window is not None:
         return window
+    if sized:
+        return frames
     cap, need = 0, first
     while True:
         if need > cap:

@@ -35,6 +35,7 @@ class StreamOptions:
     sink: int = 0  # frames at the start never evicted from the window
     rope_policy: str = "auto"  # "absolute", "window", or "auto" (window when a window is set)
     cache_dtype: torch.dtype | None = None
+    max_frames: int | None = None  # the stream's expected length: sizes a window-less cache once
 
 
 class Stream:
@@ -55,8 +56,8 @@ class Stream:
         self.plan = plan_steps(o.steps or experts.steps or default_steps, self.shift, experts.boundary)
         self.sigma_b = boundary_sigma(experts.boundary, self.shift) if experts.boundary is not None else None
         n_layers = experts.config.num_layers
-        self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table)
-                       for n in experts.names}
+        self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,
+                                  capacity=o.max_frames) for n in experts.names}
         self.cross: dict[str, list] = {}
         self.prompt: torch.Tensor | None = None
         self.clip_fea: torch.Tensor | None = None

@@ -1,8 +1,11 @@
 """CausalWan Chunk Sampler: streams a video chunk by chunk from a start (image or noise) under a prompt timeline."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from ..causal.memory_plan import plan_memory
 from ..causal.schedule import parse_steps
 from ..causal.stream import Stream, StreamOptions
 from . import comfy_adapter as adapter
@@ -13,7 +16,6 @@ from .latents import to_comfy_latent
 from .values import CATEGORY, MODEL, PROMPTS_OR_CONDITIONING, START, STREAM, VAE, StreamState
 
 MAX_CHUNKS = 1000
-CACHE_BYTES_PER_VALUE = 2  # bf16 caches
 
 
 def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frames: int,
@@ -23,13 +25,6 @@ def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frame
                          steps=tuple(parse_steps(steps)) if steps and steps.strip() else None,
                          shift=float(shift) if shift > 0 else None,
                          window=int(window_frames) or None, sink=int(sink_frames))
-
-
-def cache_estimate(config, latent_hw, frames: int, experts: int) -> int:
-    """Bytes of the KV caches for `frames` cached latent frames (keys + values, every layer, every expert)."""
-    pt, ph, pw = config.patch_size
-    tokens = (latent_hw[0] // ph) * (latent_hw[1] // pw) * frames
-    return 2 * config.num_layers * tokens * config.dim * CACHE_BYTES_PER_VALUE * experts
 
 
 class CausalWanChunkSampler:
@@ -92,9 +87,12 @@ class CausalWanChunkSampler:
                                first_mode="cut")
         start_frames = 0 if start.latent is None else start.latent.shape[2]
         total = start_frames + num_chunks * options.chunk_frames
-        cached = min(total, options.window or total)
-        adapter.make_room(cache_estimate(model.config, start.latent_hw, cached, len(model.experts.names)),
-                          model.device)
+        options = dataclasses.replace(options, max_frames=total)  # size a window-less KV cache once
+        caches = plan_memory(model.config, start.latent_hw[0] * 8, start.latent_hw[1] * 8,
+                             chunk_frames=options.chunk_frames, frames=total, window=options.window,
+                             sink=options.sink, experts=len(model.experts.names), weight_dtype=model.experts.low.dtype,
+                             cache_dtype=options.cache_dtype).kv_cache
+        adapter.make_room(caches, model.device)
         stream = Stream(model.experts, seed=seed, options=options, latent_hw=start.latent_hw, batch=start.batch,
                         device=model.device)
         pieces, parts = [], []

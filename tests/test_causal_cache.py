@@ -95,3 +95,13 @@ def test_bad_windows(window, sink, chunk, msg):
     x, t, ctx = clip_inputs(frames=chunk)
     with pytest.raises(ValueError, match=msg):
         m(x, t, ctx, cache=KVCache(2, window, sink), start_frame=0)
+
+
+def test_window_less_cache_is_sized_once_for_a_known_length():
+    m = tiny_model()
+    x, t, ctx = clip_inputs(frames=12)
+    sized, unsized = KVCache(2, capacity=13), KVCache(2)
+    a = cached_rollout(m, x, t, ctx, CHUNKS, sized)
+    b = cached_rollout(m, x, t, ctx, CHUNKS, unsized)
+    assert torch.equal(a, b)
+    assert len(sized.slot_frame) == 13 and len(unsized.slot_frame) == 16  # doubling: 1, 4, 8, 16

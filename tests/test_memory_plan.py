@@ -55,7 +55,7 @@ def test_offloaded_weight_bytes_equal_the_measured_peak(mode, kw):
 def test_cache_bytes_exact(opts, frames):
     experts = ExpertPair(low=tiny_model(1), high=tiny_model(2), boundary=875.0, share_cross_cache=True)
     chunk = opts.get("chunk_frames", 3)
-    s = stream(experts, (frames - 1) // chunk, **opts)
+    s = stream(experts, (frames - 1) // chunk, max_frames=frames, **opts)
     assert s.next_frame == frames
     plan = plan_memory(experts.config, 32, 48, frames=frames, experts=2, weight_dtype=torch.float32,
                        shared_cross=True, window=opts.get("window"), sink=opts.get("sink", 0), chunk_frames=chunk,
@@ -66,7 +66,9 @@ def test_cache_bytes_exact(opts, frames):
 
 
 def test_cache_growth_rule():
-    assert [cache_slots(f, 3, None) for f in (1, 4, 7, 10, 13, 16, 19, 22)] == [1, 4, 8, 16, 16, 16, 32, 32]
+    unsized = [cache_slots(f, 3, None, sized=False) for f in (1, 4, 7, 10, 13, 16, 19, 22)]
+    assert unsized == [1, 4, 8, 16, 16, 16, 32, 32]
+    assert cache_slots(21, 3, None) == 21
     assert cache_slots(100, 3, 21) == 21
 
 

@@ -192,12 +192,20 @@ def test_a_node_that_runs_again_releases_its_last_output(pair, start, vae, model
 
 
 @pytest.mark.parametrize("mode", ["swap", "blocks", "auto"])
-def test_offload_modes_give_the_same_video(pair, start, models, mode):
-    resident, _ = pair
+def test_offload_modes_give_the_same_video(start, models, mode):
+    resident, _ = CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", "auto", -1.0,
+                                              "resident")
     model, plan = CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", "auto", -1.0,
                                               mode)
     assert model.offload == ("resident" if mode == "auto" else mode)  # auto on a CPU: resident
     assert f"offload {model.offload}" in plan and model.policy.mode == model.offload
+    # A resident model computes straight from the memory-mapped file; the offload policies compute from fresh
+    # copies, and the CPU kernels round differently for differently aligned memory (about 3e-6 here, with or
+    # without offload). Give the reference fresh copies too when the model has them, so the test is bit for bit.
+    if model.offload != "resident":
+        for expert in resident.experts.modules().values():
+            for p in expert.parameters():
+                p.data = p.data.clone()
     a = sample(resident, start, conditioning(), chunks=1)[1].latent
     b = sample(model, start, conditioning(), chunks=1)[1].latent
-    assert torch.allclose(a, b, rtol=0, atol=2e-5)  # the copies run through other kernels: float32 rounding only
+    assert torch.equal(a, b)

@@ -47,7 +47,9 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
-class SelfAttention(nn.Module):
+class Attention(nn.Module):
+    """Projections q, k, v, o and the q/k RMSNorms (across heads) shared by self- and cross-attention."""
+
     def __init__(self, cfg: WanConfig):
         super().__init__()
         d = cfg.dim
@@ -55,6 +57,8 @@ class SelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(d, cfg.eps), RMSNorm(d, cfg.eps)
 
+
+class SelfAttention(Attention):
     def forward(self, x, layer: int, ctx: dict):
         q = heads(self.norm_q(self.q(x)), self.n)
         k = heads(self.norm_k(self.k(x)), self.n)
@@ -68,13 +72,10 @@ class SelfAttention(nn.Module):
         return self.o(merge_heads(out))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Attention):
     def __init__(self, cfg: WanConfig):
-        super().__init__()
+        super().__init__(cfg)
         d = cfg.dim
-        self.n = cfg.num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.norm_q, self.norm_k = RMSNorm(d, cfg.eps), RMSNorm(d, cfg.eps)
         self.image_branch = cfg.image_branch
         if cfg.image_branch:
             self.k_img, self.v_img = nn.Linear(d, d), nn.Linear(d, d)

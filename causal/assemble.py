@@ -74,17 +74,22 @@ def swap_fp8_layers(model: nn.Module, p: Plan, compute_dtype: torch.dtype) -> No
                                         device=torch.device("meta")))
 
 
-def check(model: nn.Module, src: TensorSource, p: Plan, cfg: WanConfig) -> None:
-    """Raise naming the file, expected vs found, and the first offending keys, before any data is read."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    scale_buffers = {f"{path}.scale_weight" for path in p.fp8_layers}
-    found = set(src.keys()) - p.aux
-    missing = sorted(k for k in expected if k not in found and k not in scale_buffers)
+def key_problems(expected: dict, src: TensorSource, found: set, optional=()) -> list[str]:
+    """Missing, unexpected and wrongly shaped keys of a file against a model's {key: shape}, each as
+    'N what (first: ...)'; keys in `optional` may be absent."""
+    missing = sorted(k for k in expected if k not in found and k not in optional)
     unexpected = sorted(found - set(expected))
     wrong = [f"{k} {list(src.shapes[k])} (expected {list(s)})" for k, s in expected.items()
              if k in found and src.shapes[k] != s]
-    problems = [f"{len(v)} {what} (first: {first(v)})" for what, v in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if v]
+    return [f"{len(v)} {what} (first: {first(v)})" for what, v in
+            (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if v]
+
+
+def check(model: nn.Module, src: TensorSource, p: Plan, cfg: WanConfig) -> None:
+    """Raise naming the file, expected vs found, and the first offending keys, before any data is read."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = set(src.keys()) - p.aux
+    problems = key_problems(expected, src, found, optional={f"{path}.scale_weight" for path in p.fp8_layers})
     if problems:
         raise WeightsError(f"'{src.path}' does not match a Wan transformer with {cfg.describe()} "
                            f"({len(expected)} tensors expected, {len(found)} found): " + "; ".join(problems))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .assemble import key_problems
 from .checkpoint_files import TensorSource, WeightsError, first, open_file, open_folder
 from .fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, dequantize, is_fp8, normalize_scale
 from .umt5_tokenizer import UMT5Tokenizer
@@ -132,12 +133,7 @@ def build_umt5(src: TensorSource, config, dtype: torch.dtype, device="cpu"):
     tied = "encoder.embed_tokens.weight"
     aux = {k for k in src.keys() if k in (MARKER, SPIECE_KEY) or k.rsplit(".", 1)[-1] in SCALE_SUFFIXES + AUX_SUFFIXES}
     found = set(src.keys()) - aux
-    missing = sorted(k for k in expected if k not in found and k != tied)
-    unexpected = sorted(found - set(expected))
-    wrong = [f"{k} {list(src.shapes[k])} (expected {list(v)})" for k, v in expected.items()
-             if k in found and src.shapes[k] != v]
-    problems = [f"{len(v)} {what} (first: {first(v)})" for what, v in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if v]
+    problems = key_problems(expected, src, found, optional={tied})
     if problems:
         raise WeightsError(f"'{src.path}' does not match a umT5 encoder with d_model {config.d_model}, "
                            f"{config.num_layers} layers: " + "; ".join(problems))

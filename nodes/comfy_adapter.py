@@ -42,6 +42,14 @@ def comfy(name: str):
     return sys.modules.get(name)
 
 
+def keeps_old_outputs() -> bool:
+    """True when ComfyUI's cache may serve a node's earlier outputs again (--cache-lru, --cache-ram), so an
+    output must stay usable after its node has run again."""
+    cli = comfy("comfy.cli_args")
+    args = getattr(cli, "args", None)
+    return bool(args is not None and (getattr(args, "cache_lru", 0) or getattr(args, "cache_ram", 0)))
+
+
 # ------------------------------------------------------------------------------------------- model folders
 def set_model_folders(folders: dict[str, list[str] | str] | None) -> None:
     """Use these folders per kind instead of ComfyUI's (tests, CLI). None: back to ComfyUI / the default."""

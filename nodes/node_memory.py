@@ -4,16 +4,19 @@ ComfyUI keeps every node's last output until that node runs again, and the new o
 is still held: a re-queued model loader would hold two copies of a 14B expert, a re-queued sampler two sets of
 KV caches. With ComfyUI's default cache a node's old output is obsolete as soon as the node runs again, so each
 node here releases what it returned last time (per node id) before it builds the new one. Without a node id
-(plain Python, tests, the CLI) nothing is tracked.
+(plain Python, tests, the CLI) nothing is tracked. Under ComfyUI's --cache-lru / --cache-ram caches an older
+output can be served again to a later prompt, so nothing is released there (the cache itself evicts).
 """
 from __future__ import annotations
+
+from . import comfy_adapter as adapter
 
 _held: dict[tuple[str, str], object] = {}
 
 
 def release_previous(kind: str, node_id) -> None:
     """Release the object this node returned last time (its `release()`), if any."""
-    if node_id is None:
+    if node_id is None or adapter.keeps_old_outputs():
         return
     old = _held.pop((kind, str(node_id)), None)
     if old is not None:

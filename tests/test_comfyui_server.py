@@ -399,12 +399,8 @@ def test_real_umt5_text_encoder_feeds_the_sampler(server, info):
 
 
 def test_switching_workflows_under_cache_lru(tmp_path):
-    """A, B, A again with `--cache-lru`: the third run gets A's loader output from the LRU cache.
-
-    Known bug (xfails while it lasts): nodes/node_memory.py releases a node's previous output when the same
-    node id runs again, but with ComfyUI's --cache-lru that released output is still served from the cache to a
-    later prompt (the shipped workflows all give their model loader node id 2), and re-queueing does not help.
-    """
+    """A, B, A again with `--cache-lru`: the third run gets A's loader output from the LRU cache, so the
+    loader must not have released it when B's loader (the same node id 2) ran (nodes/node_memory.py)."""
     srv = comfy_server.ComfyServer(tmp_path / "lru", extra_node_folders={STUB_FOLDER: STUB_SOURCE},
                                    args=("--cache-lru", "50"))
     write_tiny_models(srv.models)
@@ -420,6 +416,4 @@ def test_switching_workflows_under_cache_lru(tmp_path):
         srv.stop()
     for run in runs[:2]:
         assert_success(run, srv)
-    if "this model was released" in runs[2].error():
-        pytest.xfail("known bug: a model released by node_memory is served again from ComfyUI's LRU cache")
     assert_success(runs[2], srv)

@@ -1,5 +1,8 @@
 """The nodes run end to end in plain pytest on tiny model files: loader -> start -> sampler -> decode, with
 progress per chunk, previews, interrupts, prompt switching and continuing; outputs equal the engine's."""
+import sys
+import types
+
 import pytest
 import torch
 
@@ -209,3 +212,14 @@ def test_offload_modes_give_the_same_video(start, models, mode):
     a = sample(resident, start, conditioning(), chunks=1)[1].latent
     b = sample(model, start, conditioning(), chunks=1)[1].latent
     assert torch.equal(a, b)
+
+
+def test_nothing_is_released_under_comfyui_lru_cache(models, monkeypatch):
+    # With --cache-lru ComfyUI may hand an older output to a later prompt, so it must stay usable.
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", types.SimpleNamespace(args=types.SimpleNamespace(cache_lru=50)))
+    loader = CausalWanModelLoader()
+    old, _ = loader.load("none", "tiny_dense.safetensors", "none", unique_id="4")
+    new, _ = loader.load("none", "tiny_dense.safetensors", "none", unique_id="4")
+    assert not old.released and not new.released
+    dense_start = CausalWanImageConditioner().start(SIZE, SIZE)[0]
+    assert sample(old, dense_start, conditioning(), chunks=1)[0]["samples"].shape == (1, 16, 3, 4, 4)

@@ -42,7 +42,13 @@ def write_models(root: Path) -> Path:
     save_file(vae_sd, str(vae_dir / "tiny_vae.safetensors"))
     save_file(vae_sd, str(dm / "not_a_model.safetensors"))
 
-    folder = dm / FOLDER.rstrip("/")
+    write_release_folder(dm / FOLDER.rstrip("/"), high, low, vae_sd)
+    return root
+
+
+def write_release_folder(folder: Path, high: dict, low: dict, vae_sd: dict) -> None:
+    """A diffusers release folder like CausalWan2.2-I2V-A14B's: transformer/ (high noise), transformer_2/ (low
+    noise), vae/, scheduler/ (shift 5) and model_index.json (boundary_ratio 0.875), from original-named dicts."""
     for sub, sd in (("transformer", high), ("transformer_2", low)):
         (folder / sub).mkdir(parents=True)
         save_file({keymap.to_diffusers(k): v for k, v in sd.items()},
@@ -56,7 +62,6 @@ def write_models(root: Path) -> Path:
         "_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.875,
         "transformer": ["diffusers", "WanTransformer3DModel"], "transformer_2": ["diffusers", "WanTransformer3DModel"],
         "vae": ["diffusers", "AutoencoderKLWan"]}))
-    return root
 
 
 def conditioning(seed=0, tokens=7, length=512, dim=TEXT_DIM):

@@ -48,12 +48,11 @@ from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import causalwan  # noqa: E402
-from causalwan.causal import keymap  # noqa: E402
 from causalwan.nodes.core_nodes import CORE_NODES, FILE_LISTS  # noqa: E402
 from causalwan.nodes.workflow_check import check_workflow, file_inputs_of  # noqa: E402
 from causalwan.nodes.workflow_format import input_specs, ui_to_api, widget_slots  # noqa: E402
-from causalwan.vae.key_map import original_to_diffusers  # noqa: E402
 from causalwan.vae.random_init import random_vae  # noqa: E402
+from node_models import write_release_folder  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 
 PACK = comfy_server.PACK_NAME
@@ -128,21 +127,7 @@ def write_tiny_models(models: Path) -> None:
                str(dm / "tiny_self_forcing_dmd.pt"))
     vae_sd = {k: v.contiguous() for k, v in random_vae(base_dim=8, seed=0).state_dict().items()}
     save_file(vae_sd, str(vae_dir / "tiny_vae.safetensors"))
-    # a diffusers release folder of the same pair and VAE
-    folder = dm / FOLDER.rstrip("/")
-    for sub, sd in (("transformer", high), ("transformer_2", low)):
-        (folder / sub).mkdir(parents=True)
-        save_file({keymap.to_diffusers(k): v for k, v in sd.items()},
-                  str(folder / sub / "diffusion_pytorch_model.safetensors"))
-    (folder / "vae").mkdir()
-    save_file({original_to_diffusers(k): v for k, v in vae_sd.items()},
-              str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"shift": 5.0}))
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "WanImageToVideoPipeline", "_diffusers_version": "0.35.0", "boundary_ratio": 0.875,
-        "transformer": ["diffusers", "WanTransformer3DModel"],
-        "transformer_2": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"]}))
+    write_release_folder(dm / FOLDER.rstrip("/"), high, low, vae_sd)  # the same pair and VAE as a diffusers folder
 
 
 def write_tiny_umt5(path: Path) -> None:

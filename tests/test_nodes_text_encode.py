@@ -1,6 +1,5 @@
 """CausalWan Text Encode on a tiny ComfyUI-style umT5 file (embedded SentencePiece model): the CONDITIONING it
 gives is the encoder's embedding, and it drives the sampler like CLIPTextEncode's."""
-import io
 
 import pytest
 import torch
@@ -19,23 +18,20 @@ from causalwan.nodes.model_loader import CausalWanModelLoader  # noqa: E402
 from causalwan.nodes.start_image import CausalWanImageConditioner  # noqa: E402
 from causalwan.nodes.text_encode import CausalWanTextEncode  # noqa: E402
 from node_models import TEXT_DIM
+from weight_writers import tiny_spiece
 
 WORDS = "a red fox runs through fresh snow in a quiet forest at dawn with soft golden light".split()
 
 
 @pytest.fixture
 def umt5_file(models):
-    sents = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 20
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sents), model_writer=buf, vocab_size=48, pad_id=0,
-                                   eos_id=1, unk_id=2, bos_id=-1, model_type="unigram", hard_vocab_limit=False,
-                                   minloglevel=2)
+    proto = tiny_spiece(WORDS, 48)
     torch.manual_seed(0)
     cfg = UMT5Config(vocab_size=48, d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
                      feed_forward_proj="gated-gelu", dropout_rate=0.0)
     sd = {k: v.contiguous() for k, v in UMT5EncoderModel(cfg).state_dict().items()
           if k != "encoder.embed_tokens.weight"}
-    sd["spiece_model"] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+    sd["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
     path = models / "text_encoders" / "tiny_umt5.safetensors"
     save_file(sd, str(path))
     yield path

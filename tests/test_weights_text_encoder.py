@@ -1,6 +1,5 @@
 """umT5 from a diffusers folder, the original Wan .pth + google/umt5-xxl/, and a ComfyUI file with an embedded
 SentencePiece model: each gives the embeddings of the transformers model it was written from."""
-import io
 import json
 
 import pytest
@@ -16,6 +15,7 @@ from causalwan.causal.checkpoint_files import WeightsError  # noqa: E402
 from causalwan.causal.fp8 import quantize  # noqa: E402
 from causalwan.causal.text_encoder import TextEncoder, hf_to_wan, wan_to_hf  # noqa: E402
 from causalwan.causal.umt5_tokenizer import UMT5Tokenizer  # noqa: E402
+from weight_writers import tiny_spiece  # noqa: E402
 
 WORDS = "a cat walks on the beach at sunset while waves roll in slowly and the sky turns orange red purple".split()
 PROMPTS = ["a cat walks on the beach", "the sky turns  orange &amp; red at sunset", "waves"]
@@ -24,16 +24,12 @@ PROMPTS = ["a cat walks on the beach", "the sky turns  orange &amp; red at sunse
 @pytest.fixture(scope="module")
 def parts():
     """(spiece model bytes, tokenizer.json folder writer, tiny UMT5 encoder)."""
-    sents = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 20
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sents), model_writer=buf, vocab_size=64, pad_id=0,
-                                   eos_id=1, unk_id=2, bos_id=-1, model_type="unigram", hard_vocab_limit=False,
-                                   minloglevel=2)
+    proto = tiny_spiece(WORDS, 64)
     torch.manual_seed(0)
     cfg = UMT5Config(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
                      feed_forward_proj="gated-gelu", dropout_rate=0.0)
     model = UMT5EncoderModel(cfg).eval()
-    return buf.getvalue(), model
+    return proto, model
 
 
 def write_tokenizer_folder(proto: bytes, folder):

@@ -154,3 +154,17 @@ def run(model, seed=1, frames=3, start_frame=0):
     ctx = torch.randn(1, 7, c.text_dim, generator=g)
     with torch.no_grad():
         return model(x, torch.tensor([[700.0] * frames]), ctx, start_frame=start_frame).float()
+
+
+def tiny_spiece(words: list[str], vocab_size: int) -> bytes:
+    """A SentencePiece model trained in-process on rotations of `words` (umT5 ids: pad 0, eos 1, unk 2, no bos)."""
+    import io
+
+    import sentencepiece as spm
+
+    sents = [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 20
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sents), model_writer=buf, vocab_size=vocab_size, pad_id=0,
+                                   eos_id=1, unk_id=2, bos_id=-1, model_type="unigram", hard_vocab_limit=False,
+                                   minloglevel=2)
+    return buf.getvalue()

@@ -67,7 +67,7 @@ class Stream:
         self.chunk_index = 0
         self.history: list[tuple[int, torch.Tensor]] = []  # clean chunks still visible to some cache
         self.latent_hw, self.batch = latent_hw, batch
-        self.expert_calls: list[tuple[str, float]] = []  # (expert, t) of every model call, for inspection
+        self.expert_calls: list[tuple[str, float]] = []  # (expert, t) of recent model calls, for inspection
 
     # ----------------------------------------------------------------- conditioning
     def set_prompt(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None, mode: str = "cut") -> None:
@@ -107,6 +107,8 @@ class Stream:
             raise RuntimeError("set a prompt (set_prompt) before generating")
         model = self.experts.get(name)
         self.expert_calls.append((name, t))
+        if len(self.expert_calls) > 1024:  # bounded, so endless streams keep constant memory
+            del self.expert_calls[:512]
         tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.float32)
         with torch.no_grad():
             return model(x, tt, cross_kv=self.cross[name], y=self._cond(start, x.shape[2]),

@@ -2,6 +2,7 @@
 
     python -m causalwan.cli                       # no weights: a tiny random model (the video is noise)
     python -m causalwan.cli --folder CausalWan2.2-I2V-A14B-Diffusers --prompt "..." --out out/video.mp4
+    python -m causalwan.cli --prompt "a fox walks" --switch 4 "the fox starts to run"   # prompt switch at chunk 4
 
 Frames are decoded and appended to the MP4 as each chunk finishes; per-chunk timings are printed.
 """
@@ -21,6 +22,7 @@ from PIL import Image
 from .causal.config import WanConfig
 from .causal.experts import ExpertPair
 from .causal.model import CausalWanModel
+from .causal.prompts import SWITCH_MODES, PromptChange, PromptSchedule
 from .causal.schedule import parse_steps
 from .causal.stream import Stream, StreamOptions
 from .vae.random_init import random_vae
@@ -76,7 +78,19 @@ def real_models(a, device, dtype):
                          f"text_encoder/ itself)")
     vae = load_vae(vae_path, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
     encoder = load_text_encoder(te_path, device=device)
-    return experts, vae, encoder.encode([a.prompt])[0][None]
+    return experts, vae, lambda prompt: encoder.encode([prompt])[0][None]
+
+
+def prompt_schedule(a, encode, device) -> PromptSchedule:
+    """--prompt from chunk 0, then each --switch CHUNK PROMPT."""
+    changes = [PromptChange(0, encode(a.prompt).to(device))]
+    for chunk, prompt in a.switch:
+        if not chunk.lstrip("-").isdigit():
+            raise ValueError(f"--switch takes a chunk number and a prompt, got {chunk!r} {prompt!r}")
+        changes.append(PromptChange(int(chunk), encode(prompt).to(device), a.switch_mode))
+    schedule = PromptSchedule(changes)
+    schedule.check(a.chunks)
+    return schedule
 
 
 def parse_args(argv):
@@ -91,6 +105,10 @@ def parse_args(argv):
     src.add_argument("--text-encoder", help="umT5 file or folder (diffusers text_encoder/ + tokenizer/)")
     ap.add_argument("--image", default=str(BUNDLED_IMAGE), help="start image (default: the bundled picture)")
     ap.add_argument("--prompt", default="a calm lake under a warm evening sun, gentle waves, birds flying")
+    ap.add_argument("--switch", nargs=2, action="append", default=[], metavar=("CHUNK", "PROMPT"),
+                    help="from chunk CHUNK (counted from 0) on, use PROMPT; repeat for more switches")
+    ap.add_argument("--switch-mode", default="recache", choices=SWITCH_MODES,
+                    help="cut: new text only; recache: re-run the cached frames under it; blend: over 2 chunks")
     ap.add_argument("--chunks", type=int, default=7, help="chunks of latent frames after the start frame")
     ap.add_argument("--frames-per-chunk", type=int, default=3)
     ap.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 832; demo 256)")
@@ -125,15 +143,16 @@ def run(a) -> dict:
               "Pass --folder (or --high/--low, or --model) to use real weights.", flush=True)
         experts, vae = demo_models(a.seed)
         experts.low.to(device), experts.high.to(device), vae.to(device)
-        text = demo_text(a.prompt, DEMO_CONFIG)
+        encode = lambda prompt: demo_text(prompt, DEMO_CONFIG)  # noqa: E731
         width, height = a.width or 256, a.height or 160
     else:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        experts, vae, text = real_models(a, device, dtype)
+        experts, vae, encode = real_models(a, device, dtype)
         width, height = a.width or 832, a.height or 480
     w16, h16 = snap16(width), snap16(height)
     if (w16, h16) != (width, height):
         print(f"note: {width}x{height} snapped to {w16}x{h16} (Wan needs multiples of 16)")
+    schedule = prompt_schedule(a, encode, device)
     image = load_image(a.image, w16, h16)
     t0 = time.perf_counter()
     start = vae.encode_images(image.to(device))
@@ -141,16 +160,17 @@ def run(a) -> dict:
                          shift=a.shift, window=a.window or None, sink=a.sink,
                          max_frames=start.shape[2] + a.chunks * a.frames_per_chunk)
     stream = Stream(experts, seed=a.seed, options=opts, device=device)
-    stream.set_prompt(text.to(device))
+    stream.set_prompt(schedule.changes[0].context)
     stream.prime(start)
     decoder = StreamingDecoder(vae)
     timings = []
     with Mp4Writer(a.out, fps=a.fps) as writer:
         writer.write(decoder.decode(start))
         print(f"start frame encoded and primed in {time.perf_counter() - t0:.2f}s", flush=True)
+        chunks = stream.run(a.chunks, schedule)
         for k in range(a.chunks):
             t1 = time.perf_counter()
-            chunk = stream.next_chunk()
+            chunk = next(chunks)
             t2 = time.perf_counter()
             frames = decoder.decode(chunk)
             writer.write(frames)

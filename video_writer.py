@@ -1,4 +1,7 @@
-"""Write frames to an MP4 as they arrive (PyAV), so a streamed video can be watched while it grows."""
+"""Write frames to an MP4 as they arrive (PyAV).
+
+Frames go to `<name>.partial.mp4` beside the target, which is renamed to the target only when the video is
+complete, so a failed or cancelled run never replaces an existing file with a broken one."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +18,8 @@ class Mp4Writer:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        self.partial = self.path.with_name(self.path.stem + ".partial.mp4")
+        self._container = av.open(str(self.partial), mode="w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         self._stream = self._container.add_stream(codec, rate=fps)
         self._stream.pix_fmt = "yuv420p"
@@ -41,12 +45,22 @@ class Mp4Writer:
             self.frames += 1
 
     def close(self) -> None:
+        """Finish the file and move it to its target name."""
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
+        self.partial.replace(self.path)
+
+    def abort(self) -> None:
+        """Drop the unfinished file; the target is left as it was."""
+        self._container.close()
+        self.partial.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -49,6 +49,11 @@ class Stream:
             raise ValueError(f"frames per chunk must be at least 1, got {o.chunk_frames}")
         check_window(o.window, o.sink, o.chunk_frames)
         policy = o.rope_policy if o.rope_policy != "auto" else ("window" if o.window else "absolute")
+        table = experts.config.rope_table
+        if policy == "absolute" and o.max_frames is not None and o.max_frames > table:
+            raise ValueError(f"a stream of {o.max_frames} latent frames goes past the {table}-frame RoPE table with "
+                             f"absolute positions; set an attention window (e.g. 12 frames with 3 sink frames), "
+                             f"which uses window-relative positions and runs for any length")
         self.experts, self.options = experts, o
         self.device = torch.device(device) if device is not None else experts.low.device
         self.shift = o.shift if o.shift is not None else experts.shift

@@ -110,5 +110,8 @@ def test_bad_schedules_and_windows():
         stream(window=4, sink=4)
     with pytest.raises(ValueError, match="same chunk"):
         PromptSchedule([PromptChange(1, A), PromptChange(1, B)])
+    with pytest.raises(ValueError, match="goes past the 1024-frame RoPE table"):
+        Stream(pair(), options=StreamOptions(max_frames=1100))
+    Stream(pair(), options=StreamOptions(max_frames=1100, window=12, sink=3))  # window positions: any length
     with pytest.raises(ValueError, match="unknown prompt switch mode"):
         PromptChange(0, A, "fade")

@@ -125,6 +125,8 @@ def test_sampler_settings_that_cannot_work(dense):
         sample(dense, conditioning(), sink_frames=3)
     with pytest.raises(ValueError, match="cannot hold a chunk of 3 frames"):
         sample(dense, conditioning(), window_frames=4, sink_frames=2)
+    with pytest.raises(ValueError, match="goes past the 1024-frame RoPE table.*set an attention window"):
+        sample(dense, conditioning(), chunks=400)  # refused before the first chunk, not at frame 1024
 
 
 def test_continue_and_decode_refuse_wrong_inputs(models):

@@ -5,6 +5,8 @@ float64 and applied in float32; a frame position may be any integer below the ta
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 
@@ -21,8 +23,16 @@ def _angles(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
 
 def rope_table(frame_positions, height: int, width: int, head_dim: int, table: int = 1024,
                theta: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, each [len(frame_positions) * height * width, head_dim // 2], frame-major token order."""
-    fpos = torch.as_tensor(frame_positions, dtype=torch.long).flatten()
+    """cos and sin, each [len(frame_positions) * height * width, head_dim // 2], frame-major token order.
+
+    Memoised: every denoising step and expert of a chunk asks for the same positions."""
+    positions = tuple(int(p) for p in torch.as_tensor(frame_positions, dtype=torch.long).flatten().tolist())
+    return _rope_table(positions, height, width, head_dim, table, theta, torch.device(device or "cpu"))
+
+
+@lru_cache(maxsize=16)
+def _rope_table(positions: tuple, height: int, width: int, head_dim: int, table: int, theta: float, device):
+    fpos = torch.tensor(positions, dtype=torch.long)
     if fpos.numel() and (int(fpos.min()) < 0 or int(fpos.max()) >= table):
         raise ValueError(f"frame position {int(fpos.max())} is outside the RoPE table of {table} positions; "
                          f"use a rolling attention window with the 'window' position policy for longer streams")

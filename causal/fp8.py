@@ -53,8 +53,11 @@ def quantize(weight: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn) -> 
 
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """weight * scale in `dtype` (the scale broadcasts); one temporary, scaled in place."""
     w = weight.to(dtype)
-    return w if scale is None else w * scale.to(dtype)
+    if scale is None:
+        return w
+    return w.mul_(scale.to(dtype)) if w is not weight else w * scale.to(dtype)
 
 
 def quant_format(raw: torch.Tensor, where: str) -> torch.dtype:

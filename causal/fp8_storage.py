@@ -21,7 +21,7 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)  # 448
 _TINY = 2.0 ** -60  # scale of an all-zero row (zeros stay zeros)
 
-__all__ = ["FP8", "FP8_MAX", "is_fp8", "quantize_rows", "dequantize", "store_blocks_fp8"]
+__all__ = ["FP8", "FP8_MAX", "quantize_rows", "store_blocks_fp8"]
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,11 +30,6 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = (xf.abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=_TINY)
     # clamp: a cast of |v| > 448 saturates on some builds and gives NaN on others
     return (xf / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
-
-
-def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """q * scale in `dtype` (the scale broadcasts)."""
-    return q.to(dtype) * scale.to(dtype)
 
 
 def store_blocks_fp8(model: nn.Module, compute_dtype: torch.dtype | None = None) -> nn.Module:

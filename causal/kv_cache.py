@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .fp8_storage import dequantize, is_fp8, quantize_rows
+from .fp8 import dequantize, is_fp8
+from .fp8_storage import quantize_rows
 from .rope import apply_rope, rope_table
 
 POLICIES = ("absolute", "window")

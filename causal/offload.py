@@ -50,7 +50,7 @@ class Offload:
             raise ValueError("the high- and low-noise experts are the same module; offloading needs two models")
         if getattr(experts, "_offload", None) is not None:
             raise RuntimeError("this expert pair already has an offload policy; call .remove() on it first")
-        self.experts, self.device = experts, torch.device(device)
+        self.experts, self.device = experts, concrete_device(device)
         storage = self._storage()
         pin = self.device.type == "cuda" and storage.type == "cpu" if pin is None else pin
         self.copier = Copier(self.device)
@@ -252,6 +252,14 @@ def default_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else STORAGE
 
 
+def concrete_device(device) -> torch.device:
+    """torch.device("cuda") -> cuda:<current>, so it compares equal to the device of a tensor placed there."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _weight_dtype(experts: ExpertPair) -> torch.dtype:
     dtypes = {t.dtype for m in experts.modules().values() for t in m.blocks.state_dict().values()}
     fp8 = [d for d in dtypes if d in (torch.float8_e4m3fn, torch.float8_e5m2)]
@@ -269,7 +277,7 @@ def part_bytes(experts: ExpertPair) -> tuple[int, int]:
 def auto_plan(experts: ExpertPair, device, free_bytes: int | None = None, blocks: int = 4, **workload) -> MemoryPlan:
     """The plan "auto" follows: free memory of `device` (plus what these experts already hold there) against
     the planner's prediction for `workload` (height, width, frames, window, sink, chunk_frames, cache_dtype)."""
-    device = torch.device(device)
+    device = concrete_device(device)
     if free_bytes is None:
         if device.type != "cuda":
             raise ValueError("auto offload on a device other than CUDA needs free_bytes")

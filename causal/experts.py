@@ -17,7 +17,7 @@ class ExpertPair:
     """
 
     def __init__(self, low: CausalWanModel, high: CausalWanModel | None = None, boundary: float | None = None,
-                 shift: float = 5.0, steps=None, share_cross_cache: bool = False):
+                 shift: float = 5.0, share_cross_cache: bool = False):
         if high is not None:
             if boundary is None:
                 raise ValueError("an expert pair needs a boundary timestep (e.g. 875 for CausalWan2.2-I2V-A14B)")
@@ -31,7 +31,6 @@ class ExpertPair:
             raise ValueError("a boundary was given but there is only one expert; drop the boundary or add the "
                              "high-noise expert")
         self.high, self.low, self.boundary, self.shift = high, low, boundary, shift
-        self.steps = steps
         self.share_cross_cache = share_cross_cache and high is not None
         self.placement: Callable[[str], None] | None = None
 

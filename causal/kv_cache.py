@@ -27,6 +27,11 @@ from .rope import apply_rope, rope_table
 POLICIES = ("absolute", "window")
 
 
+def resolve_policy(policy: str, window: int | None) -> str:
+    """"auto" -> "window" when there is an attention window, else "absolute"."""
+    return policy if policy != "auto" else ("window" if window else "absolute")
+
+
 def check_window(window: int | None, sink: int, chunk_frames: int | None = None) -> None:
     """Raise a readable error for a window that cannot work."""
     if window is None:

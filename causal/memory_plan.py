@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from .config import WanConfig
+from .fp8 import is_fp8
+from .kv_cache import resolve_policy
 
 MODES = ("resident", "swap", "blocks")  # from most to least weight memory
 SAFETY = 1.10  # allocator rounding and fragmentation on top of the prediction
@@ -40,10 +42,6 @@ def _size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _is_fp8(dtype) -> bool:
-    return dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
-
-
 def block_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     """Bytes of one transformer block. fp8: Linear weights 1 byte + a float32 scale, the rest in bf16."""
     d, f = cfg.dim, cfg.ffn_dim
@@ -51,7 +49,7 @@ def block_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     matrix = square * d * d + 2 * d * f
     other = square * d + f + d  # biases
     other += 4 * d + (d if cfg.image_branch else 0) + (2 * d if cfg.cross_attn_norm else 0) + 6 * d  # norms, mod
-    if _is_fp8(weight_dtype):
+    if is_fp8(weight_dtype):
         return matrix + 4 * (square + 2) + other * 2
     return (matrix + other) * _size(weight_dtype)
 
@@ -67,7 +65,7 @@ def base_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     if cfg.image_branch:
         c = cfg.clip_dim
         n += 2 * c + c * c + c + c * d + d + 2 * d
-    return n * (2 if _is_fp8(weight_dtype) else _size(weight_dtype))
+    return n * (2 if is_fp8(weight_dtype) else _size(weight_dtype))
 
 
 def cache_slots(frames: int, chunk_frames: int, window: int | None, first: int = 1, sized: bool = True) -> int:
@@ -143,7 +141,7 @@ def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, comput
     ffn = 2 * s * L * f + s * L * d
     rope = lambda n: (up + 8) * n * d  # noqa: E731  float32 copy, products, stacked output
     attn = 3 * s * L * d + rope(L) + s * L * d
-    if _is_fp8(cache_dtype):  # keys and values dequantised to the compute dtype
+    if is_fp8(cache_dtype):  # keys and values dequantised to the compute dtype
         attn += 3 * s * K * d
     if rope_policy == "window":  # every attended key is rotated at each call
         attn += 4 * K * hd + rope(K)
@@ -164,9 +162,9 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
     if blocks < 1:
         raise ValueError(f"blocks mode keeps at least 1 block on the device, got {blocks}")
     blocks = min(blocks, cfg.num_layers)
-    compute = torch.bfloat16 if _is_fp8(weight_dtype) else weight_dtype
+    compute = torch.bfloat16 if is_fp8(weight_dtype) else weight_dtype
     cache_dtype = cache_dtype or compute
-    policy = rope_policy if rope_policy != "auto" else ("window" if window else "absolute")
+    policy = resolve_policy(rope_policy, window)
     base, blk = part_bytes or (base_bytes(cfg, weight_dtype), block_bytes(cfg, weight_dtype))
     n_blocks = {"resident": experts * cfg.num_layers, "swap": cfg.num_layers, "blocks": blocks}[mode]
     weights = experts * base + n_blocks * blk
@@ -176,7 +174,7 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
     slots = cache_slots(frames, chunk_frames, window)
     per_row = cfg.num_heads * slots * tpf * batch  # token rows of one layer's k (or v)
     kv = 2 * cfg.num_layers * per_row * cfg.head_dim * _size(cache_dtype)
-    if _is_fp8(cache_dtype):
+    if is_fp8(cache_dtype):
         kv += 2 * cfg.num_layers * per_row * 4
     kv *= experts
     text_tokens = cfg.text_len + (CLIP_TOKENS if cfg.image_branch else 0)
@@ -217,7 +215,7 @@ def alternative(plan: MemoryPlan, free_bytes: int) -> MemoryPlan | None:
     """The lightest change that fits in `free_bytes`: at this resolution a lighter mode, then an fp8 KV cache;
     then the same at lower resolutions. None if even the smallest tried does not fit."""
     modes = MODES[MODES.index(plan.mode):]
-    caches = [plan.cache_dtype] + ([] if _is_fp8(plan.cache_dtype) else [torch.float8_e4m3fn])
+    caches = [plan.cache_dtype] + ([] if is_fp8(plan.cache_dtype) else [torch.float8_e4m3fn])
     for h, w in [(plan.height, plan.width), *smaller_resolutions(plan.height, plan.width)]:
         for cache in caches:
             for m in modes:

@@ -30,6 +30,7 @@ from functools import partial
 import torch
 
 from .experts import ExpertPair
+from .fp8 import is_fp8
 from .memory_plan import MemoryPlan, choose_mode
 from .residency import ResidencyLog
 from .weight_slot import Copier, WeightSlot
@@ -262,7 +263,7 @@ def concrete_device(device) -> torch.device:
 
 def _weight_dtype(experts: ExpertPair) -> torch.dtype:
     dtypes = {t.dtype for m in experts.modules().values() for t in m.blocks.state_dict().values()}
-    fp8 = [d for d in dtypes if d in (torch.float8_e4m3fn, torch.float8_e5m2)]
+    fp8 = [d for d in dtypes if is_fp8(d)]
     return fp8[0] if fp8 else experts.low.dtype
 
 

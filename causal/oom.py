@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .fp8 import is_fp8
 from .memory_plan import GIB, MemoryPlan, alternative
 
 
@@ -40,7 +41,7 @@ def device_budget(device=None) -> int | None:
 
 def _what(plan: MemoryPlan) -> str:
     extra = ", blocks " + str(plan.blocks) if plan.mode == "blocks" else ""
-    cache = ", fp8 KV cache" if "float8" in str(plan.cache_dtype) else ""
+    cache = ", fp8 KV cache" if plan.cache_dtype is not None and is_fp8(plan.cache_dtype) else ""
     return f"offload mode '{plan.mode}'{extra} at {plan.height}x{plan.width}{cache}"
 
 

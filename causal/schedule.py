@@ -31,8 +31,7 @@ def warp(t: float, shift: float) -> float:
 
 def grid_sigmas(shift: float) -> torch.Tensor:
     """The scheduler's 1000 training sigmas, descending from 1."""
-    u = torch.linspace(1, 0, GRID + 1, dtype=torch.float64)[:-1]
-    return shift * u / (1 + (shift - 1) * u)
+    return warp_sigma(torch.linspace(1, 0, GRID + 1, dtype=torch.float64)[:-1], shift)
 
 
 def boundary_sigma(boundary_t: float, shift: float) -> float:
@@ -92,7 +91,3 @@ def renoise(pred: torch.Tensor, step: Step, nxt: Step, sigma_b: float | None, no
         beta = math.sqrt(max(nxt.sigma ** 2 - (alpha * sigma_b) ** 2, 0.0))
         return alpha * pred + beta * noise
     return (1 - nxt.sigma) * pred + nxt.sigma * noise
-
-
-def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
-    return (1 - sigma) * x0 + sigma * noise

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .experts import ExpertPair
-from .kv_cache import KVCache, check_window
+from .kv_cache import KVCache, check_window, resolve_policy
 from .prompts import PromptSchedule
 from .schedule import CONTEXT_T, SELF_FORCING_STEPS, CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, predict, renoise
 
@@ -48,7 +48,7 @@ class Stream:
         if o.chunk_frames < 1:
             raise ValueError(f"frames per chunk must be at least 1, got {o.chunk_frames}")
         check_window(o.window, o.sink, o.chunk_frames)
-        policy = o.rope_policy if o.rope_policy != "auto" else ("window" if o.window else "absolute")
+        policy = resolve_policy(o.rope_policy, o.window)
         table = experts.config.rope_table
         if policy == "absolute" and o.max_frames is not None and o.max_frames > table:
             raise ValueError(f"a stream of {o.max_frames} latent frames goes past the {table}-frame RoPE table with "
@@ -58,7 +58,7 @@ class Stream:
         self.device = torch.device(device) if device is not None else experts.low.device
         self.shift = o.shift if o.shift is not None else experts.shift
         default_steps = CAUSALWAN_A14B_STEPS if experts.high is not None else SELF_FORCING_STEPS
-        self.plan = plan_steps(o.steps or experts.steps or default_steps, self.shift, experts.boundary)
+        self.plan = plan_steps(o.steps or default_steps, self.shift, experts.boundary)
         self.sigma_b = boundary_sigma(experts.boundary, self.shift) if experts.boundary is not None else None
         n_layers = experts.config.num_layers
         self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,
@@ -66,7 +66,7 @@ class Stream:
         self.cross: dict[str, list] = {}
         self.prompt: torch.Tensor | None = None
         self.clip_fea: torch.Tensor | None = None
-        self.cond_latent = cond_latent
+        self.cond_latent = None if cond_latent is None else cond_latent.to(self.device)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.next_frame = 0
         self.chunk_index = 0
@@ -80,6 +80,8 @@ class Stream:
         re-run the cached clean frames at t = 0 so their keys/values follow the new text."""
         if mode not in ("cut", "recache"):
             raise ValueError(f"unknown prompt switch mode {mode!r}; choose 'cut' or 'recache'")
+        if mode == "cut" and self.cross and context is self.prompt and clip_fea is self.clip_fea:
+            return  # already in force (e.g. the schedule's chunk-0 prompt, set before priming)
         self.prompt, self.clip_fea = context, clip_fea
         self.cross = {}
         if self.experts.share_cross_cache:  # the released A14B: the high expert's cache serves both experts
@@ -105,7 +107,7 @@ class Stream:
         if start + frames > self.cond_latent.shape[2]:
             raise ValueError(f"the conditioning latent covers {self.cond_latent.shape[2]} frames; frame "
                              f"{start + frames - 1} was asked for")
-        return self.cond_latent[:, :, start:start + frames].to(self.device)
+        return self.cond_latent[:, :, start:start + frames]
 
     def _call(self, name: str, x: torch.Tensor, t: float, start: int) -> torch.Tensor:
         if self.prompt is None:

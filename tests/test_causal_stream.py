@@ -113,3 +113,21 @@ def test_bad_stream_inputs():
     s.set_prompt(torch.randn(1, 6, 32))
     with pytest.raises(ValueError, match="no latent size"):
         s.next_chunk()
+
+
+def test_the_prompt_in_force_is_not_encoded_again(monkeypatch):
+    from causalwan.causal.prompts import PromptChange, PromptSchedule
+
+    experts = pair()
+    calls = []
+    for name, m in experts.modules().items():
+        orig = m.cross_kv
+        monkeypatch.setattr(m, "cross_kv", lambda *a, _o=orig, _n=name: calls.append(_n) or _o(*a))
+    text = torch.randn(1, 6, 32)
+    s = Stream(experts)
+    s.set_prompt(text)
+    s.prime(start_latent())
+    list(s.run(1, PromptSchedule([PromptChange(0, text)])))  # chunk 0's prompt is the one already set
+    assert calls == ["high", "low"]
+    s.set_prompt(text, mode="recache")  # an explicit re-cache still runs
+    assert calls == ["high", "low", "high", "low"]

@@ -139,8 +139,8 @@ class KVCache:
         if need > len(self.slot_frame):
             if self.window is not None:
                 target = need
-            elif not self.slot_frame and self.capacity:
-                target = max(need, self.capacity)  # sized once for a stream of known length
+            elif self.capacity and need <= self.capacity:
+                target = self.capacity  # sized once for a stream of known length
             else:
                 target = max(need, 2 * len(self.slot_frame))  # unknown length: grow geometrically
             self._allocate(target, batch, heads, head_dim, tpf, device, self.dtype or dtype)

@@ -218,6 +218,12 @@ class Stream:
     def cache_bytes(self) -> int:
         return sum(c.nbytes() for c in self.caches.values())
 
+    def reserve(self, frames: int) -> None:
+        """Size window-less caches for `frames` more frames, so they grow once instead of doubling."""
+        for c in self.caches.values():
+            if c.window is None:
+                c.capacity = max(c.capacity or 0, self.next_frame + frames)
+
 
 def blend_text(a: torch.Tensor, b: torch.Tensor, weight: float, text_len: int) -> torch.Tensor:
     """(1 - weight) a + weight b, after zero-padding both texts to the same token count."""

@@ -171,8 +171,8 @@ def send_event(data: dict, event: str = CHUNK_EVENT) -> None:
     """A custom websocket event for the frontend (web/causalwan_preview.js listens to "causalwan.chunk")."""
     server = comfy("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if instance is not None:
-        instance.send_sync(event, data)
+    if instance is not None:  # to the client that queued the prompt, as ComfyUI's own progress messages go
+        instance.send_sync(event, data, getattr(instance, "client_id", None))
     for fn in list(_event_listeners):
         fn(event, data)
 

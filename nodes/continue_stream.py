@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..causal.memory_plan import plan_memory
+from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks
 from .conditioning import as_prompt_list, to_schedule
@@ -45,7 +47,15 @@ class CausalWanContinue:
             raise ValueError("the stream input must come from CausalWan Chunk Sampler or CausalWan Continue")
         stream.check()
         node_memory.release_previous("stream", unique_id)
-        fork = stream.stream.fork()
+        src, extra = stream.stream, num_chunks * stream.stream.options.chunk_frames
+        h, w = src.latent_hw
+        grown = plan_memory(src.experts.config, h * 8, w * 8, chunk_frames=src.options.chunk_frames,
+                            frames=src.next_frame + extra, window=src.options.window, sink=src.options.sink,
+                            experts=len(src.experts.names), weight_dtype=src.experts.low.dtype,
+                            cache_dtype=src.options.cache_dtype).kv_cache
+        adapter.make_room(src.cache_bytes() + grown, stream.model.device)  # the copy, then its grown caches
+        fork = src.fork()
+        fork.reserve(extra)
         schedule = None
         if prompts is not None:
             schedule = to_schedule(as_prompt_list(prompts), stream.model.config.text_len, stream.latent.shape[0],

@@ -59,13 +59,6 @@ def _describe_plan(model: LoadedModel) -> str:
         return head
 
 
-def _place(experts, mode: str, device: torch.device):
-    """Attach the offload policy (causal/offload.py); "auto" plans on free GPU memory, and is resident on a CPU."""
-    from ..causal.offload import apply_offload
-
-    return apply_offload(experts, mode, device)
-
-
 class CausalWanModelLoader:
     DESCRIPTION = ("Loads a causal (chunk-autoregressive) Wan model: the two experts of CausalWan2.2-I2V-A14B "
                    "(high-noise and low-noise files, or a diffusers folder), or one dense causal checkpoint "
@@ -105,6 +98,7 @@ class CausalWanModelLoader:
 
     def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
              offload="auto", unique_id=None):
+        from ..causal.offload import apply_offload
         from ..causal.weights import load_experts
 
         if weight_dtype not in DTYPES:
@@ -128,14 +122,15 @@ class CausalWanModelLoader:
         node_memory.release_previous("model", unique_id)  # never hold two loads of this node at once
         device = adapter.torch_device()
         paths = [p for p in (high, low, folder) if p]
-        adapter.make_room(0, device, unload_all=sum(map(_bytes_on_disk, paths)) > BIG_LOAD_BYTES)
+        size = sum(map(_bytes_on_disk, paths))
+        adapter.make_room(size, device, unload_all=size > BIG_LOAD_BYTES)
         load_device = device if offload == "resident" else torch.device("cpu")
         try:
             experts = load_experts(high=high, low=low, folder=folder, dtype=DTYPES[weight_dtype],
                                    device=load_device, boundary=None if boundary < 0 else float(boundary))
         except (KeyError, RuntimeError) as e:  # shape/key mismatches deep in loading: say which files
             raise ValueError(f"could not load {', '.join(map(_name, paths))} as a causal Wan model: {e}") from e
-        policy = _place(experts, offload, device)
+        policy = apply_offload(experts, offload, device)  # "auto" plans on free GPU memory; resident on a CPU
         model = LoadedModel(experts, device, ", ".join(map(_name, paths)), "", policy.mode, policy=policy)
         model.plan = _describe_plan(model)
         log.info("CausalWan: loaded %s; %s", model.source, model.plan)

@@ -27,6 +27,3 @@ def remember(kind: str, node_id, obj) -> None:
     if node_id is not None:
         _held[(kind, str(node_id))] = obj
 
-
-def forget_all() -> None:
-    _held.clear()

@@ -89,4 +89,4 @@ class CausalWanImageConditioner:
         note = "; ".join(notes)
         if note:
             log.warning("CausalWan Start: %s", note)
-        return (StartLatent(latent, width, height, 1, note), note)
+        return (StartLatent(latent, width, height, 1), note)

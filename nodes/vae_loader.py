@@ -50,4 +50,4 @@ class CausalWanVAELoader:
         path = adapter.get_full_path(kind, vae_name)
         device = adapter.torch_device()
         dt = DTYPES[dtype] or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        return (LoadedVAE(load_vae(path, device=device, dtype=dt), vae_name),)
+        return (LoadedVAE(load_vae(path, device=device, dtype=dt)),)

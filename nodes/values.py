@@ -56,7 +56,6 @@ class LoadedModel:
 @dataclass
 class LoadedVAE:
     vae: object  # vae.WanVAE
-    source: str
 
 
 @dataclass
@@ -67,7 +66,6 @@ class StartLatent:
     width: int
     height: int
     batch: int = 1
-    note: str = ""
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -87,9 +85,6 @@ class PromptList:
 
     entries: list[PromptEntry]
     blend_chunks: int = 2
-
-    def describe(self) -> str:
-        return ", ".join(f"prompt {i + 1} from chunk {e.chunk}" for i, e in enumerate(self.entries))
 
 
 @dataclass

@@ -105,3 +105,15 @@ def test_window_less_cache_is_sized_once_for_a_known_length():
     b = cached_rollout(m, x, t, ctx, CHUNKS, unsized)
     assert torch.equal(a, b)
     assert len(sized.slot_frame) == 13 and len(unsized.slot_frame) == 16  # doubling: 1, 4, 8, 16
+
+
+def test_a_reserved_cache_grows_once_to_the_new_length():
+    m = tiny_model()
+    x, t, ctx = clip_inputs(frames=12)
+    cache = KVCache(2, capacity=4)
+    cached_rollout(m, x[:, :, :4], t[:, :4], ctx, [1, 3], cache)
+    assert len(cache.slot_frame) == 4
+    cache.capacity = 12  # Stream.reserve: the continued stream's new length
+    with torch.no_grad():
+        m(x[:, :, 4:7], t[:, 4:7], ctx, cache=cache, start_frame=4)
+    assert len(cache.slot_frame) == 12 and cache.frames == list(range(7))

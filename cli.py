@@ -25,6 +25,7 @@ from .causal.model import CausalWanModel
 from .causal.prompts import SWITCH_MODES, PromptChange, PromptSchedule
 from .causal.schedule import parse_steps
 from .causal.stream import Stream, StreamOptions
+from .vae.image_fit import fit_image, snap
 from .vae.random_init import random_vae
 from .vae.streaming import StreamingDecoder
 from .video_writer import Mp4Writer
@@ -34,17 +35,9 @@ DEMO_CONFIG = WanConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim
 
 
 def load_image(path, width: int, height: int) -> torch.Tensor:
-    """An image file -> IMAGE [1, height, width, 3] in [0, 1], scaled to cover and centre-cropped."""
-    img = Image.open(path).convert("RGB")
-    scale = max(width / img.width, height / img.height)
-    img = img.resize((max(width, round(img.width * scale)), max(height, round(img.height * scale))), Image.LANCZOS)
-    left, top = (img.width - width) // 2, (img.height - height) // 2
-    img = img.crop((left, top, left + width, top + height))
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
-
-
-def snap16(v: int) -> int:
-    return max(16, int(round(v / 16)) * 16)
+    """An image file -> IMAGE [1, height, width, 3] in [0, 1], fitted as the Start node fits it."""
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return fit_image(torch.from_numpy(img)[None], width, height)
 
 
 def demo_models(seed: int):
@@ -149,9 +142,10 @@ def run(a) -> dict:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         experts, vae, encode = real_models(a, device, dtype)
         width, height = a.width or 832, a.height or 480
-    w16, h16 = snap16(width), snap16(height)
-    if (w16, h16) != (width, height):
-        print(f"note: {width}x{height} snapped to {w16}x{h16} (Wan needs multiples of 16)")
+    (w16, note_w), (h16, note_h) = snap(width, "width"), snap(height, "height")
+    for note in (note_w, note_h):
+        if note:
+            print(f"note: {note}")
     schedule = prompt_schedule(a, encode, device)
     image = load_image(a.image, w16, h16)
     t0 = time.perf_counter()

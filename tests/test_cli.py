@@ -11,7 +11,7 @@ def test_demo_run_writes_playable_mp4(tmp_path, capsys):
     summary = cli.main(["--chunks", "2", "--width", "120", "--height", "64", "--out", str(out)])
     text = capsys.readouterr().out
     assert "RANDOM weights" in text and "noise" in text
-    assert "note: 120x64 snapped to 128x64" in text
+    assert "note: width 120 snapped to 128 (a multiple of 16)" in text
     assert "chunk 2/2" in text
     assert summary["frames"] == 1 + 12 * 2 and summary["demo"] is True
     with av.open(str(out)) as c:

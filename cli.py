@@ -82,7 +82,7 @@ def prompt_schedule(a, encode, device) -> PromptSchedule:
             raise ValueError(f"--switch takes a chunk number and a prompt, got {chunk!r} {prompt!r}")
         changes.append(PromptChange(int(chunk), encode(prompt).to(device), a.switch_mode))
     schedule = PromptSchedule(changes)
-    schedule.check(a.chunks)
+    schedule.check(a.chunks)  # before the stream starts and the video file is opened
     return schedule
 
 

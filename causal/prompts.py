@@ -50,10 +50,12 @@ class PromptSchedule:
 
     def check(self, num_chunks: int) -> None:
         """Raise when a switch would never happen in a run of `num_chunks` chunks."""
-        late = [c.chunk for c in self.changes if c.chunk >= num_chunks]
+        late = [(i + 1, c.chunk) for i, c in enumerate(self.changes) if c.chunk >= num_chunks]
         if late:
-            raise ValueError(f"a prompt switch at chunk {late[0]} never comes: this run makes {num_chunks} chunks "
-                             f"(0 to {num_chunks - 1}); lower the switch chunk or make more chunks")
+            which, chunk = late[0]
+            raise ValueError(f"prompt {which} starts at chunk {chunk}, but this run makes only {num_chunks} chunks "
+                             f"(0 to {num_chunks - 1}): that switch never comes; make more chunks or lower that "
+                             f"prompt's start chunk")
 
     def at(self, chunk: int) -> PromptChange | None:
         return next((c for c in self.changes if c.chunk == chunk), None)

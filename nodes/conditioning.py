@@ -72,11 +72,6 @@ def to_schedule(prompts: PromptList, text_len: int, batch: int, num_chunks: int,
         mode = first_mode if (i == 0 and first_mode) else e.mode
         changes.append(PromptChange(e.chunk, to_context(e.text, text_len, batch), mode=mode,
                                     blend_chunks=prompts.blend_chunks))
-    late = [(i + 1, e.chunk) for i, e in enumerate(prompts.entries) if e.chunk >= num_chunks]
-    if late:
-        which, chunk = late[0]
-        raise ValueError(f"prompt {which} starts at chunk {chunk}, but this run makes only {num_chunks} chunks "
-                         f"(0 to {num_chunks - 1}); raise num_chunks or lower that prompt's start chunk")
     schedule = PromptSchedule(changes)
     schedule.check(num_chunks)
     return schedule

@@ -29,7 +29,8 @@ def test_demo_run_with_a_prompt_switch(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--chunks", "2", "--switch", "5", "later", "--out", str(out)])
     assert exc.value.code == 2
-    assert "a prompt switch at chunk 5 never comes" in capsys.readouterr().err
+    assert "prompt 2 starts at chunk 5, but this run makes only 2 chunks (0 to 1): that switch never comes" \
+        in capsys.readouterr().err
     assert out.read_bytes() == before  # a failed run leaves the earlier video alone
 
 

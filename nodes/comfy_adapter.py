@@ -87,8 +87,9 @@ def _walk_files(root: Path) -> list[str]:
     return out
 
 
-def diffusers_folders(kind: str = "diffusion_models") -> list[str]:
-    """Diffusers pipeline (or transformer) folders under the `kind` folders, as names ending in "/"."""
+def diffusers_folders(kind: str = "diffusion_models", containing: str | None = None) -> list[str]:
+    """Diffusers pipeline (or transformer) folders under the `kind` folders, as names ending in "/"; with
+    `containing`, only those that hold that subfolder (e.g. "vae")."""
     names = set()
     for root in map(Path, folder_paths(kind)):
         if not root.is_dir():
@@ -99,7 +100,8 @@ def diffusers_folders(kind: str = "diffusion_models") -> list[str]:
             for d in level:
                 for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
                     if any((sub / m).is_file() for m in _DIFFUSERS_MARKERS):
-                        names.add(sub.relative_to(root).as_posix() + "/")
+                        if containing is None or (sub / containing).is_dir():
+                            names.add(sub.relative_to(root).as_posix() + "/")
                     else:
                         nxt.append(sub)
             level = nxt

@@ -6,7 +6,6 @@ tokenizer/) and gives the same kind of CONDITIONING. The last loaded encoder is 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
@@ -18,9 +17,8 @@ _cache: dict = {}  # (path, device option) -> TextEncoder, at most one entry
 
 
 def encoder_choices() -> list[str]:
-    folders = [f for f in adapter.diffusers_folders("diffusion_models")
-               if (Path(adapter.get_full_path("diffusion_models", f)) / "text_encoder").is_dir()]
-    return adapter.model_files("text_encoders") + adapter.diffusers_folders("text_encoders") + folders
+    return (adapter.model_files("text_encoders") + adapter.diffusers_folders("text_encoders")
+            + adapter.diffusers_folders("diffusion_models", containing="text_encoder"))
 
 
 def _path(name: str) -> str:

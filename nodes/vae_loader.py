@@ -12,15 +12,7 @@ DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": t
 
 def vae_choices() -> list[str]:
     """VAE files from models/vae, then diffusers folders (under diffusion_models) that hold a vae/ folder."""
-    folders = [f for f in adapter.diffusers_folders("diffusion_models")
-               if _has_vae(adapter.get_full_path("diffusion_models", f))]
-    return adapter.model_files("vae") + folders
-
-
-def _has_vae(path: str) -> bool:
-    from pathlib import Path
-
-    return (Path(path) / "vae").is_dir()
+    return adapter.model_files("vae") + adapter.diffusers_folders("diffusion_models", containing="vae")
 
 
 class CausalWanVAELoader:

@@ -6,7 +6,6 @@ tokenizer/) and gives the same kind of CONDITIONING. The last loaded encoder is 
 """
 from __future__ import annotations
 
-
 import torch
 
 from . import comfy_adapter as adapter

@@ -24,21 +24,25 @@ def active_prompt(schedule, chunk: int) -> int:
 
 
 def run_chunks(stream, count: int, schedule=None, vae: LoadedVAE | None = None, node_id=None,
-               warmup: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Make `count` chunks on `stream` (which is advanced) and return them.
+               warmup: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Make `count` chunks on `stream` (which is advanced); return the chunks and, with a VAE, their frames.
 
     After each chunk: progress (with the chunk's last decoded frame when a VAE is given) and a
-    "causalwan.chunk" event; between chunks: the interrupt check. warmup: earlier latent frames decoded once
-    so that the preview decoder continues an existing video (previews only; outputs are not affected).
+    "causalwan.chunk" event; between chunks: the interrupt check. warmup: earlier latent frames decoded first so
+    that the decoder continues an existing video; its frames lead the returned frames. The frames (IMAGE
+    [B*F, H, W, 3] per piece) equal a whole decode when warmup is everything before the first chunk.
     """
     decoder = StreamingDecoder(vae.vae) if vae is not None else None
+    frames = []
     if decoder is not None and warmup is not None and warmup.shape[2] > 0:
-        decoder.decode(warmup)
+        frames.append(decoder.decode(warmup))
     chunks = []
     try:
         for k, chunk in enumerate(stream.run(count, schedule)):
             chunks.append(chunk)
-            preview = to_pil(decoder.decode(chunk)[-1]) if decoder is not None else None
+            if decoder is not None:
+                frames.append(decoder.decode(chunk))
+            preview = to_pil(frames[-1][-1]) if decoder is not None else None
             adapter.progress(k + 1, count, preview, node_id)
             adapter.send_event({
                 "node": None if node_id is None else str(node_id),
@@ -54,4 +58,4 @@ def run_chunks(stream, count: int, schedule=None, vae: LoadedVAE | None = None, 
     finally:
         if decoder is not None:
             decoder.close()
-    return chunks
+    return chunks, frames

@@ -11,9 +11,10 @@ from ..causal.stream import Stream, StreamOptions
 from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks
+from .decode import join_frames
 from .conditioning import as_prompt_list, to_schedule
 from .latents import to_comfy_latent
-from .values import CATEGORY, MODEL, PROMPTS_OR_CONDITIONING, START, STREAM, VAE, StreamState
+from .values import CATEGORY, MODEL, PROMPTS_OR_CONDITIONING, START, STREAM, VAE, DecodedFrames, StreamState
 
 MAX_CHUNKS = 1000
 
@@ -101,10 +102,12 @@ class CausalWanChunkSampler:
             stream.prime(start.latent)
             pieces.append(start_frames)
             parts.append(start.latent.float().cpu())
-        chunks = run_chunks(stream, num_chunks, schedule, vae=vae, node_id=unique_id)
+        chunks, frames = run_chunks(stream, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=start.latent)
         parts += [c.cpu() for c in chunks]
         pieces += [c.shape[2] for c in chunks]
         latent = torch.cat(parts, dim=2)
-        state = StreamState(stream, model, latent, pieces)
+        # the preview decoder ran over the whole video (start frame first): keep its frames for CausalWan Decode
+        decoded = DecodedFrames(vae.vae, join_frames(frames, start.batch)) if frames else None
+        state = StreamState(stream, model, latent, pieces, decoded)
         node_memory.remember("stream", unique_id, state)
-        return (to_comfy_latent(latent, pieces), state)
+        return (to_comfy_latent(latent, pieces, decoded), state)

@@ -61,7 +61,7 @@ class CausalWanContinue:
             schedule = to_schedule(as_prompt_list(prompts), stream.model.config.text_len, stream.latent.shape[0],
                                    num_chunks)
         warmup = stream.latent[:, :, -PREVIEW_WARMUP_FRAMES:] if vae is not None else None
-        chunks = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
+        chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
         latent = torch.cat([stream.latent] + [c.cpu() for c in chunks], dim=2)
         pieces = stream.pieces + [c.shape[2] for c in chunks]
         state = StreamState(fork, stream.model, latent, pieces)

@@ -5,10 +5,16 @@ import torch
 
 from ..vae.streaming import StreamingDecoder
 from . import comfy_adapter as adapter
-from .latents import PIECES_KEY, from_comfy_latent, split_pieces
+from .latents import FRAMES_KEY, PIECES_KEY, from_comfy_latent, split_pieces
 from .values import CATEGORY, STREAM, VAE, StreamState
 
 LATENT_OR_STREAM = f"LATENT,{STREAM}"
+
+
+def join_frames(pieces: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """Batch-major IMAGE pieces [B*F_i, H, W, 3] -> one batch-major IMAGE [B*sum(F_i), H, W, 3]."""
+    out = torch.cat([p.view(batch, -1, *p.shape[1:]) for p in pieces], dim=1)
+    return out.reshape(-1, *out.shape[2:])
 
 
 def decode_pieces(vae, latent: torch.Tensor, pieces: list[int], tile_size: int | None = None,
@@ -16,20 +22,17 @@ def decode_pieces(vae, latent: torch.Tensor, pieces: list[int], tile_size: int |
     """Normalised [B, 16, T, h, w] -> IMAGE [B*F, H, W, 3] (batch-major), one piece at a time with progress
     and an interrupt check between pieces. Equal to decoding the whole latent at once."""
     decoder = StreamingDecoder(vae, tile_size=tile_size)
-    b = latent.shape[0]
     frames, start = [], 0
     try:
         for i, n in enumerate(pieces):
             if i:
                 adapter.throw_if_interrupted()
-            images = decoder.decode(latent[:, :, start:start + n])
-            frames.append(images.view(b, -1, *images.shape[1:]))
+            frames.append(decoder.decode(latent[:, :, start:start + n]))
             start += n
             adapter.progress(i + 1, len(pieces), None, node_id)
     finally:
         decoder.close()
-    out = torch.cat(frames, dim=1)
-    return out.reshape(-1, *out.shape[2:])
+    return join_frames(frames, latent.shape[0])
 
 
 class CausalWanDecode:
@@ -55,6 +58,9 @@ class CausalWanDecode:
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def decode(self, vae, latent, tile_size=0, unique_id=None):
+        decoded = latent.decoded if isinstance(latent, StreamState) else latent.get(FRAMES_KEY)
+        if decoded is not None and decoded.vae is vae.vae and not tile_size:
+            return (decoded.images,)  # the sampler's preview decoder already made exactly these frames
         if isinstance(latent, StreamState):
             z, pieces = latent.latent, latent.pieces
         else:

@@ -11,12 +11,15 @@ import torch
 from ..vae.latent_norm import denormalize_latent, normalize_latent
 
 PIECES_KEY = "causalwan_pieces"
+FRAMES_KEY = "causalwan_frames"  # DecodedFrames the sampler's preview decoder made, reused by CausalWan Decode
 
 
-def to_comfy_latent(normalised: torch.Tensor, pieces: list[int] | None = None) -> dict:
+def to_comfy_latent(normalised: torch.Tensor, pieces: list[int] | None = None, decoded=None) -> dict:
     out = {"samples": denormalize_latent(normalised).cpu()}
     if pieces:
         out[PIECES_KEY] = list(pieces)
+    if decoded is not None:
+        out[FRAMES_KEY] = decoded
     return out
 
 

@@ -88,6 +88,14 @@ class PromptList:
 
 
 @dataclass
+class DecodedFrames:
+    """Frames a sampler's preview decoder already made for the whole video, and the VAE that made them."""
+
+    vae: object  # vae.WanVAE
+    images: torch.Tensor  # IMAGE [B*F, H, W, 3], batch-major, equal to a whole decode of the latent
+
+
+@dataclass
 class StreamState:
     """A stream that has made some chunks, and the latent video so far.
 
@@ -100,6 +108,7 @@ class StreamState:
     model: LoadedModel
     latent: torch.Tensor  # normalised [B, 16, T, h, w], all frames so far (start frame included)
     pieces: list[int] = field(default_factory=list)
+    decoded: DecodedFrames | None = None
 
     def release(self) -> None:
         """Drop the stream's caches (its node ran again); the latent video stays decodable."""

@@ -336,7 +336,9 @@ def test_shipped_workflow_runs_on_the_server(server, info, name):
 
 
 def test_interrupt_mid_run_ends_cleanly_and_the_next_run_succeeds(server, info):
-    long_run = {"CausalWanChunkSampler": {"num_chunks": 400}}  # window 12 / sink 3: flat memory however long
+    # window 12 / sink 3: flat memory however long (without a window, 400 chunks would pass the RoPE table and
+    # be refused before the first chunk)
+    long_run = {"CausalWanChunkSampler": {"num_chunks": 400, "window_frames": 12, "sink_frames": 3}}
     prompt, ids = prepare("causalwan_t2v_dense_1.3b.json", info, long_run, size=64)
     (sampler,) = ids["CausalWanChunkSampler"]
     sent = []

@@ -15,6 +15,7 @@ from causalwan.nodes.model_loader import CausalWanModelLoader
 from causalwan.nodes.prompt_switch import CausalWanPromptSwitch
 from causalwan.nodes.start_image import CausalWanImageConditioner
 from causalwan.nodes.vae_loader import CausalWanVAELoader
+from causalwan.nodes.latents import FRAMES_KEY
 from causalwan.vae.latent_norm import denormalize_latent, normalize_latent
 from node_models import FOLDER, conditioning
 
@@ -72,7 +73,10 @@ def test_image_to_video_end_to_end(pair, vae, start):
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0.01
     whole = vae.vae.decode(normalize_latent(latent["samples"]))  # one decode of the whole latent
     assert torch.allclose(images, ((whole.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 3, 0), atol=1e-5)
-    assert len(progress) == 3 + 4  # the decoder reports its four pieces too
+    assert len(progress) == 3  # the sampler's preview decoder already made these frames: no second decode
+    fresh = CausalWanDecode().decode(vae, {k: v for k, v in latent.items() if k != FRAMES_KEY})[0]
+    assert len(progress) == 3 + 4  # a real decode reports its four pieces
+    assert torch.allclose(fresh, images, atol=1e-5)
     with pytest.raises(ValueError, match="could not read the step list"):
         sample(model, start, conditioning(), steps="1000, fast")
 

@@ -241,7 +241,7 @@ class Blocks(Offload):
 
     def _prefetch(self, name: str, i: int) -> None:
         for _, j in sorted(self._window(name, i)):
-            if len(self._loaded_blocks()) >= self.budget:
+            if len(self._on) >= self.budget:
                 break
             self._load(name, j)
 

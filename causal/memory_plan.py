@@ -38,10 +38,6 @@ GIB = 2 ** 30
 SMALL = 2 ** 16  # timesteps, scalars and other tensors too small to model
 
 
-def _size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def block_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     """Bytes of one transformer block. fp8: Linear weights 1 byte + a float32 scale, the rest in bf16."""
     d, f = cfg.dim, cfg.ffn_dim
@@ -51,7 +47,7 @@ def block_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     other += 4 * d + (d if cfg.image_branch else 0) + (2 * d if cfg.cross_attn_norm else 0) + 6 * d  # norms, mod
     if is_fp8(weight_dtype):
         return matrix + 4 * (square + 2) + other * 2
-    return (matrix + other) * _size(weight_dtype)
+    return (matrix + other) * weight_dtype.itemsize
 
 
 def base_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
@@ -65,7 +61,7 @@ def base_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
     if cfg.image_branch:
         c = cfg.clip_dim
         n += 2 * c + c * c + c + c * d + d + 2 * d
-    return n * (2 if is_fp8(weight_dtype) else _size(weight_dtype))
+    return n * (2 if is_fp8(weight_dtype) else weight_dtype.itemsize)
 
 
 def cache_slots(frames: int, chunk_frames: int, window: int | None, first: int = 1, sized: bool = True) -> int:
@@ -132,7 +128,7 @@ class MemoryPlan:
 def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, compute: torch.dtype,
                      cache_dtype: torch.dtype, rope_policy: str, batch: int = 1) -> int:
     """Peak live temporaries of one forward: `tokens` query tokens over `frames` frames, `keys` attended keys."""
-    d, f, hd, s = cfg.dim, cfg.ffn_dim, cfg.head_dim, _size(compute)
+    d, f, hd, s = cfg.dim, cfg.ffn_dim, cfg.head_dim, compute.itemsize
     up = 4 if s != 4 else 0  # an extra float32 copy where the compute dtype is not float32
     low = s if s != 4 else 0  # an extra compute-dtype copy of a float32 tensor
     L, K = batch * tokens, batch * keys
@@ -173,12 +169,12 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
     tpf = (height // 8 // ph) * (width // 8 // pw)
     slots = cache_slots(frames, chunk_frames, window)
     per_row = cfg.num_heads * slots * tpf * batch  # token rows of one layer's k (or v)
-    kv = 2 * cfg.num_layers * per_row * cfg.head_dim * _size(cache_dtype)
+    kv = 2 * cfg.num_layers * per_row * cfg.head_dim * cache_dtype.itemsize
     if is_fp8(cache_dtype):
         kv += 2 * cfg.num_layers * per_row * 4
     kv *= experts
     text_tokens = cfg.text_len + (CLIP_TOKENS if cfg.image_branch else 0)
-    cross = (1 if shared_cross else experts) * 2 * cfg.num_layers * batch * text_tokens * cfg.dim * _size(compute)
+    cross = (1 if shared_cross else experts) * 2 * cfg.num_layers * batch * text_tokens * cfg.dim * compute.itemsize
     visible = min(slots, frames)
     act = activation_bytes(cfg, chunk_frames * tpf, chunk_frames // pt, visible * tpf, compute, cache_dtype, policy,
                            batch)

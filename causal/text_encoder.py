@@ -157,15 +157,6 @@ def build_umt5(src: TensorSource, config, dtype: torch.dtype, device="cpu"):
     return model.eval().requires_grad_(False)
 
 
-def _main_dtype(src: TensorSource) -> torch.dtype:
-    sizes: dict = {}
-    for k, s in src.shapes.items():
-        if src.dtypes[k].is_floating_point:
-            sizes[src.dtypes[k]] = sizes.get(src.dtypes[k], 0) + int(torch.Size(s).numel())
-    main = max(sizes, key=sizes.get) if sizes else torch.bfloat16
-    return torch.bfloat16 if is_fp8(main) else main
-
-
 # ----------------------------------------------------------------------------------------------- locating files
 def _locate(path: Path, tokenizer) -> tuple[TensorSource, dict | None, object]:
     """(weights, config.json or None, tokenizer source: folder / bytes tensor / None) for a user path."""
@@ -221,7 +212,7 @@ class TextEncoder:
         src, config_json, tok_spec = _locate(path, tokenizer)
         src = _hf_names(src)
         config = UMT5Config.from_dict({**config_json, "dropout_rate": 0.0}) if config_json else infer_umt5_config(src)
-        compute = _main_dtype(src) if dtype is None else resolve_dtype(dtype)[0]
+        compute = resolve_dtype(dtype, src)[0]  # None: the file's main dtype (fp8 files compute in bf16)
         model = build_umt5(src, config, compute, device)
         return cls(model, _tokenizer(tok_spec, src.path), max_length)
 

@@ -7,7 +7,7 @@ a diffusers release folder (transformer/, transformer_2/, vae/, model_index.json
 experts are tiny (dim 128, 2 layers) but read text of width 4096, like the real umT5 conditioning.
 
 Then: GET /object_info lists every CausalWan node (and the log has no IMPORT FAILED for the pack); each shipped
-workflow is converted to API form with nodes/workflow_format.py against the server's own /object_info, its file
+workflow is converted to API form with tests/workflow_format.py against the server's own /object_info, its file
 widgets are pointed at the tiny files and its sizes/chunk counts made small, and it is queued over POST /prompt
 while the websocket /ws?clientId=... is followed: execution_success, one progress message (and one
 "causalwan.chunk" event, and one preview image) per chunk from the sampler, and the video SaveVideo wrote,
@@ -48,9 +48,9 @@ from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import causalwan  # noqa: E402
-from causalwan.nodes.core_nodes import CORE_NODES, FILE_LISTS  # noqa: E402
-from causalwan.nodes.workflow_check import check_workflow, file_inputs_of  # noqa: E402
-from causalwan.nodes.workflow_format import input_specs, ui_to_api, widget_slots  # noqa: E402
+from core_nodes import CORE_NODES, FILE_LISTS  # noqa: E402
+from workflow_check import check_workflow, file_inputs_of  # noqa: E402
+from workflow_format import input_specs, ui_to_api, widget_slots  # noqa: E402
 from causalwan.vae.random_init import random_vae  # noqa: E402
 from node_models import write_release_folder  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
@@ -275,7 +275,7 @@ def test_loaders_list_the_tiny_files_from_comfyui_folders(info):
 
 
 def test_core_node_table_and_shipped_workflows_fit_the_real_server(info):
-    """nodes/core_nodes.py (the offline table of core nodes) matches this ComfyUI, and every shipped workflow
+    """tests/core_nodes.py (the offline table of core nodes) matches this ComfyUI, and every shipped workflow
     passes the checker against the server's own definitions."""
     for kind, table in CORE_NODES.items():
         assert kind in info, f"core node {kind} is not in this ComfyUI"

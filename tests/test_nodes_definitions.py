@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import causalwan
-from causalwan.nodes.workflow_format import combo_options
+from workflow_format import combo_options
 
 MAPPINGS = causalwan.NODE_CLASS_MAPPINGS
 EXPECTED = {

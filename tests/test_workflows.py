@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import causalwan
-from causalwan.nodes.core_nodes import COMFYUI_VERSION, CORE_NODES, FILE_LISTS
-from causalwan.nodes.workflow_check import check_workflow, file_inputs_of
-from causalwan.nodes.workflow_format import object_info, ui_to_api, widget_slots
+from core_nodes import COMFYUI_VERSION, CORE_NODES, FILE_LISTS
+from workflow_check import check_workflow, file_inputs_of
+from workflow_format import object_info, ui_to_api, widget_slots
 
 ROOT = Path(causalwan.__file__).parent
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))

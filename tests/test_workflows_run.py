@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import causalwan
-from causalwan.nodes.core_nodes import CORE_NODES
-from causalwan.nodes.workflow_format import object_info, ui_to_api
+from core_nodes import CORE_NODES
+from workflow_format import object_info, ui_to_api
 from node_models import FOLDER, TEXT_DIM, conditioning
 
 ROOT = Path(causalwan.__file__).parent

@@ -8,7 +8,7 @@ the "upload" button value after an image/video upload combo.
 API format: {"<id>": {"class_type": type, "inputs": {name: value | [from_id, from_slot]}, "_meta": {"title"}}}.
 
 Node definitions come in the shape of ComfyUI's GET /object_info ({type: {"input": {"required", "optional"},
-"output": [...]}}): build them for our classes with `object_info`, take core ones from nodes/core_nodes.py, or
+"output": [...]}}): build them for our classes with `object_info`, take core ones from tests/core_nodes.py, or
 pass a live server's /object_info.
 """
 from __future__ import annotations

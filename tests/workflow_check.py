@@ -7,7 +7,7 @@ dropdowns, filled from the user's folders) accept any string.
 """
 from __future__ import annotations
 
-from .workflow_format import FRONTEND_ONLY, combo_options, input_specs, is_widget, widget_slots
+from workflow_format import FRONTEND_ONLY, combo_options, input_specs, is_widget, widget_slots
 
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 

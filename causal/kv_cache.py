@@ -9,9 +9,11 @@ slots form a ring, so memory is constant once the window is full.
 Two position policies decide the RoPE index of a cached key:
 - "absolute": keys are rotated at their absolute frame index before they are stored (as the released models were
   trained and sampled). Frame indices must stay below the 1024-entry RoPE table.
-- "window": keys are stored before rotation and rotated at every call at window-relative positions (sinks at
-  0..S-1, the oldest recent frame right after them), so positions never leave the table and a stream can go on
-  for any length.
+- "window": window-relative positions: the sinks sit right before the oldest recent frame and every other frame
+  keeps its place, so the distance between any query and key stays within the window and a stream can go on for
+  any length. Attention only depends on position differences, so recent keys are stored rotated at their frame
+  index (angles in float64, beyond the trained table is fine) and only the S sink frames are re-rotated, from an
+  unrotated copy, when the window moves on.
 """
 from __future__ import annotations
 
@@ -57,8 +59,9 @@ class ChunkPlan:
     runs: list  # [(first chunk frame, first slot, count)] contiguous slot runs to write
     used: int  # attend to slots [0, used) when gather is None
     gather: torch.Tensor | None  # token indices to attend to otherwise
-    q_rope: tuple
-    k_rope: tuple | None  # window policy: rotation of the attended keys
+    q_rope: tuple  # rotation of this chunk's queries and keys
+    offset: int = 0  # window policy: the sinks sit at positions offset .. offset + S - 1
+    sink_rope: tuple | None = None  # window policy: rotation of the sink frames at that offset
 
 
 class KVCache:
@@ -78,6 +81,8 @@ class KVCache:
         self.k_scale: list[torch.Tensor] = []
         self.v_scale: list[torch.Tensor] = []
         self.slot_frame: list[int] = []  # frame held by each slot, -1 when empty
+        self.sink_raw: list[torch.Tensor] = []  # window policy: unrotated keys of the sink frames, per layer
+        self.sink_offset: list[int] = [0] * num_layers  # window policy: offset the stored sink keys are rotated at
         self.grid = None  # (batch, heads, head_dim, h, w, device)
 
     # ----------------------------------------------------------------- bookkeeping
@@ -87,7 +92,8 @@ class KVCache:
         return sorted(f for f in self.slot_frame if f >= 0)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v + self.k_scale + self.v_scale)
+        parts = self.k + self.v + self.k_scale + self.v_scale + self.sink_raw
+        return sum(t.numel() * t.element_size() for t in parts)
 
     def clear(self) -> None:
         """Forget every cached frame (buffers are kept for reuse)."""
@@ -162,37 +168,63 @@ class KVCache:
             used = len(occupied)
             idx = torch.tensor(occupied, device=device)[:, None] * tpf + torch.arange(tpf, device=device)
             gather = idx.flatten()
-        offset = 0
-        if self.policy == "window" and self.window is not None:
-            offset = max(0, start + frames - (self.window - self.sink) - self.sink)
-        pos = lambda g: g if g < self.sink else g - offset  # noqa: E731
-        q_rope = rope_table([pos(start + j) for j in range(frames)], h, w, head_dim, self.rope_limit, device=device)
-        k_rope = None
-        if self.policy == "window":
-            k_rope = rope_table([pos(self.slot_frame[i]) for i in occupied], h, w, head_dim, self.rope_limit,
-                                device=device)
-        return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope, k_rope)
+        if self.policy == "absolute" or self.window is None:
+            q_rope = rope_table(range(start, start + frames), h, w, head_dim, self.rope_limit, device=device)
+            return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope)
+        offset = max(0, start + frames - (self.window - self.sink) - self.sink)
+        pos = [g + offset if g < self.sink else g for g in range(start, start + frames)]
+        q_rope = rope_table(pos, h, w, head_dim, None, device=device)
+        sink_rope = rope_table(range(offset, offset + self.sink), h, w, head_dim, None, device=device) \
+            if self.sink else None
+        return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope, offset, sink_rope)
 
     # ----------------------------------------------------------------- attention
     def attend(self, layer: int, plan: ChunkPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Store this chunk's k/v for `layer` and attend q [B, H, L, D] to every visible cached frame."""
-        q = apply_rope(q, *plan.q_rope)
-        if self.policy == "absolute":
-            k = apply_rope(k, *plan.q_rope)
         tpf = plan.tokens_per_frame
-        bufs, rows = [self.k[layer], self.v[layer]], [k, v]
-        if self.k_scale:  # fp8 cache: store e4m3fn rows and their scales, read back in the compute dtype
-            (kq, ks), (vq, vs) = quantize_rows(k), quantize_rows(v)
-            bufs, rows = bufs + [self.k_scale[layer], self.v_scale[layer]], [kq, vq, ks, vs]
+        if plan.sink_rope is not None:
+            self._keep_sink_keys(layer, plan, k)
+        q, k = apply_rope(q, *plan.q_rope), apply_rope(k, *plan.q_rope)
         for j, s, n in plan.runs:
-            for buf, row in zip(bufs, rows):
-                buf[:, :, s * tpf:(s + n) * tpf] = row[:, :, j * tpf:(j + n) * tpf]
+            self._write(layer, s * tpf, k[:, :, j * tpf:(j + n) * tpf], v[:, :, j * tpf:(j + n) * tpf])
+        if plan.sink_rope is not None and self.sink_offset[layer] != plan.offset:
+            self._move_sinks(layer, plan)
+        bufs = [self.k[layer], self.v[layer]] + ([self.k_scale[layer], self.v_scale[layer]] if self.k_scale else [])
         if plan.gather is None:
             read = [b[:, :, : plan.used * tpf] for b in bufs]
         else:
             read = [b.index_select(2, plan.gather) for b in bufs]
         keys, values = read[:2] if not self.k_scale else (dequantize(read[0], read[2], q.dtype),
                                                           dequantize(read[1], read[3], q.dtype))
-        if self.policy == "window":
-            keys = apply_rope(keys, *plan.k_rope)
         return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype))
+
+    def _write(self, layer: int, at: int, k: torch.Tensor, v: torch.Tensor | None) -> None:
+        """Store k (already rotated) and v rows at token index `at`; v None leaves the values as they are.
+        fp8 caches store e4m3fn rows and their scales."""
+        n = k.shape[2]
+        pairs = [(self.k, self.k_scale, k)] + ([(self.v, self.v_scale, v)] if v is not None else [])
+        for buf, scale, rows in pairs:
+            if self.k_scale:
+                rows, s = quantize_rows(rows)
+                scale[layer][:, :, at:at + n] = s
+            buf[layer][:, :, at:at + n] = rows
+
+    def _keep_sink_keys(self, layer: int, plan: ChunkPlan, k: torch.Tensor) -> None:
+        """Window policy: keep the unrotated keys of the sink frames of this chunk."""
+        tpf = plan.tokens_per_frame
+        for j in range(plan.frames):
+            f = plan.start + j
+            if f < self.sink:
+                if len(self.sink_raw) <= layer:
+                    self.sink_raw.append(k.new_zeros(k.shape[0], k.shape[1], self.sink * tpf, k.shape[3]))
+                self.sink_raw[layer][:, :, f * tpf:(f + 1) * tpf] = k[:, :, j * tpf:(j + 1) * tpf]
+
+    def _move_sinks(self, layer: int, plan: ChunkPlan) -> None:
+        """Window policy: re-rotate the held sink frames to sit right before the window (slots 0..S-1)."""
+        tpf, held = plan.tokens_per_frame, [f for f in range(self.sink) if self.slot_frame[f] == f]
+        if held and len(self.sink_raw) > layer:
+            n = (held[-1] + 1) * tpf
+            cos, sin = (t[:n] for t in plan.sink_rope)
+            raw = self.sink_raw[layer][:, :, :n]
+            self._write(layer, 0, apply_rope(raw, cos, sin), None)
+        self.sink_offset[layer] = plan.offset

@@ -126,8 +126,9 @@ class MemoryPlan:
 
 
 def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, compute: torch.dtype,
-                     cache_dtype: torch.dtype, rope_policy: str, batch: int = 1) -> int:
-    """Peak live temporaries of one forward: `tokens` query tokens over `frames` frames, `keys` attended keys."""
+                     cache_dtype: torch.dtype, rope_policy: str, batch: int = 1, sink_tokens: int = 0) -> int:
+    """Peak live temporaries of one forward: `tokens` query tokens over `frames` frames, `keys` attended keys
+    (`sink_tokens`: tokens of the sink frames the window policy re-rotates when the window moves)."""
     d, f, hd, s = cfg.dim, cfg.ffn_dim, cfg.head_dim, compute.itemsize
     up = 4 if s != 4 else 0  # an extra float32 copy where the compute dtype is not float32
     low = s if s != 4 else 0  # an extra compute-dtype copy of a float32 tensor
@@ -139,8 +140,8 @@ def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, comput
     attn = 3 * s * L * d + rope(L) + s * L * d
     if is_fp8(cache_dtype):  # keys and values dequantised to the compute dtype
         attn += 3 * s * K * d
-    if rope_policy == "window":  # every attended key is rotated at each call
-        attn += 4 * K * hd + rope(K)
+    if rope_policy == "window":  # the sink keys are re-rotated when the window moves on
+        attn += rope(batch * sink_tokens)
     return persistent + block + max(ffn, attn) + SMALL
 
 
@@ -172,12 +173,14 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
     kv = 2 * cfg.num_layers * per_row * cfg.head_dim * cache_dtype.itemsize
     if is_fp8(cache_dtype):
         kv += 2 * cfg.num_layers * per_row * 4
+    if policy == "window" and window and sink:  # unrotated copy of the sink keys, in the compute dtype
+        kv += cfg.num_layers * cfg.num_heads * batch * sink * tpf * cfg.head_dim * compute.itemsize
     kv *= experts
     text_tokens = cfg.text_len + (CLIP_TOKENS if cfg.image_branch else 0)
     cross = (1 if shared_cross else experts) * 2 * cfg.num_layers * batch * text_tokens * cfg.dim * compute.itemsize
     visible = min(slots, frames)
     act = activation_bytes(cfg, chunk_frames * tpf, chunk_frames // pt, visible * tpf, compute, cache_dtype, policy,
-                           batch)
+                           batch, sink * tpf)
     return MemoryPlan(cfg, height, width, chunk_frames, frames, window, sink, experts, mode, weight_dtype,
                       cache_dtype, blocks, batch, shared_cross, policy, weights, kv, cross, act, part_bytes)
 

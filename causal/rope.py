@@ -21,11 +21,13 @@ def _angles(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
     return positions.to(torch.float64)[:, None] * inv[None, :]
 
 
-def rope_table(frame_positions, height: int, width: int, head_dim: int, table: int = 1024,
+def rope_table(frame_positions, height: int, width: int, head_dim: int, table: int | None = 1024,
                theta: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, each [len(frame_positions) * height * width, head_dim // 2], frame-major token order.
 
-    Memoised: every denoising step and expert of a chunk asks for the same positions."""
+    table: frame positions must stay below it (the trained table); None lifts that limit for callers that only
+    depend on position differences. Memoised: every denoising step and expert of a chunk asks for the same
+    positions."""
     positions = tuple(int(p) for p in torch.as_tensor(frame_positions, dtype=torch.long).flatten().tolist())
     return _rope_table(positions, height, width, head_dim, table, theta, torch.device(device or "cpu"))
 
@@ -33,11 +35,11 @@ def rope_table(frame_positions, height: int, width: int, head_dim: int, table: i
 @lru_cache(maxsize=16)
 def _rope_table(positions: tuple, height: int, width: int, head_dim: int, table: int, theta: float, device):
     fpos = torch.tensor(positions, dtype=torch.long)
-    if fpos.numel() and (int(fpos.min()) < 0 or int(fpos.max()) >= table):
+    if fpos.numel() and (int(fpos.min()) < 0 or (table is not None and int(fpos.max()) >= table)):
         raise ValueError(f"frame position {int(fpos.max())} is outside the RoPE table of {table} positions; "
                          f"use a rolling attention window with the 'window' position policy for longer streams")
-    if height > table or width > table:
-        raise ValueError(f"latent grid {height}x{width} exceeds the RoPE table of {table} positions")
+    if max(height, width) > (table or 1024):
+        raise ValueError(f"latent grid {height}x{width} exceeds the RoPE table of {table or 1024} positions")
     dt, dh, dw = axis_dims(head_dim)
     at = _angles(fpos, dt, theta)
     ah = _angles(torch.arange(height), dh, theta)

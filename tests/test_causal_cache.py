@@ -60,13 +60,31 @@ def test_rerunning_a_chunk_overwrites_its_slots():
 
 
 def test_window_policy_without_sinks_equals_absolute_positions():
-    # RoPE scores depend on position differences only, so shifting every position leaves the output unchanged.
+    # Without sinks the window policy keeps every frame at its index, exactly like absolute positions.
     m = tiny_model()
     x, t, ctx = clip_inputs(frames=18)
     chunks = [3] * 6
     a = cached_rollout(m, x, t, ctx, chunks, KVCache(2, 6, 0, "absolute"))
     b = cached_rollout(m, x, t, ctx, chunks, KVCache(2, 6, 0, "window"))
-    assert (a - b).abs().max().item() <= 1e-5
+    assert torch.equal(a, b)
+
+
+def test_window_policy_moves_the_sinks_along():
+    # Sinks sit right before the oldest recent frame: their keys are the unrotated keys rotated at offset + i.
+    from causalwan.causal.rope import apply_rope, rope_table
+
+    m = tiny_model()
+    x, t, ctx = clip_inputs(frames=16)
+    cache = KVCache(2, 7, 2, "window")
+    cached_rollout(m, x, t, ctx, [1, 3, 3, 3, 3, 3], cache)
+    offset = 16 - (7 - 2) - 2  # chunk end - recent slots - sinks
+    assert cache.frames == [0, 1, 11, 12, 13, 14, 15] and cache.sink_offset == [offset, offset]
+    tpf = 6
+    for layer in range(2):
+        cos, sin = rope_table(range(offset, offset + 2), 2, 3, 16, None)
+        expected = apply_rope(cache.sink_raw[layer], cos, sin)
+        assert (cache.k[layer][:, :, : 2 * tpf] - expected).abs().max() <= 1e-6
+    assert cache.nbytes() == sum(b.numel() * 4 for b in cache.k + cache.v + cache.sink_raw)
 
 
 def test_window_policy_goes_past_the_rope_table():

@@ -103,7 +103,7 @@ def test_a14b_figures_match_the_facts_sheet():
     assert plan.kv_cache == 2 * 2 * 40 * 21 * 1560 * 5120 * 2  # experts x (k, v) x layers x tokens x dim x bf16
     assert 24 * GIB < plan.kv_cache / 2 < 26 * GIB
     assert plan.cross_cache == 2 * 2 * 40 * 512 * 5120 * 2
-    assert 1 * GIB < plan.activations < 4 * GIB
+    assert 0.5 * GIB < plan.activations < 4 * GIB  # the window policy re-rotates only the sink keys
     line = plan.describe()
     assert line.startswith("resident (all weights resident) at 480x832, window 21: peak ")
     assert "KV cache 50.0 (bfloat16)" in line

@@ -162,10 +162,8 @@ class KVCache:
             else:
                 runs.append([j, s, 1])
         occupied = [i for i, g in enumerate(self.slot_frame) if g >= 0]
-        if occupied == list(range(len(occupied))):
-            used, gather = len(occupied), None
-        else:
-            used = len(occupied)
+        used, gather = len(occupied), None
+        if occupied != list(range(used)):  # not a prefix of the slots: gather the held frames' tokens
             idx = torch.tensor(occupied, device=device)[:, None] * tpf + torch.arange(tpf, device=device)
             gather = idx.flatten()
         if self.policy == "absolute" or self.window is None:

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .causal.config import WanConfig
-from .causal.experts import ExpertPair
-from .causal.model import CausalWanModel
-from .causal.prompts import SWITCH_MODES, PromptChange, PromptSchedule
-from .causal.schedule import parse_steps
-from .causal.stream import Stream, StreamOptions
+from .causal.model.config import WanConfig
+from .causal.sampling.experts import ExpertPair
+from .causal.model.transformer import CausalWanModel
+from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
+from .causal.sampling.schedule import parse_steps
+from .causal.sampling.stream import Stream, StreamOptions
 from .vae.image_fit import fit_image, snap
 from .vae.random_init import random_vae
 from .vae.streaming import StreamingDecoder
@@ -54,8 +54,8 @@ def demo_text(prompt: str, cfg: WanConfig) -> torch.Tensor:
 
 
 def real_models(a, device, dtype):
-    from .causal.text_encoder import load_text_encoder
-    from .causal.weights import load_experts
+    from .causal.weights.text_encoder import load_text_encoder
+    from .causal.weights.loader import load_experts
     from .vae.weights import load_vae
 
     folder_arg = a.folder or (a.model if a.model and Path(a.model).is_dir() else None)

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from causalwan.causal.config import WanConfig
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.fp8_storage import store_blocks_fp8
-from causalwan.causal.memory_plan import GIB, plan_memory
-from causalwan.causal.model import CausalWanModel
-from causalwan.causal.offload import apply_offload
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.model.config import WanConfig
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.model.fp8_storage import store_blocks_fp8
+from causalwan.causal.memory.memory_plan import GIB, plan_memory
+from causalwan.causal.model.transformer import CausalWanModel
+from causalwan.causal.memory.offload import apply_offload
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 
 # dense bf16 tensor-core peaks (TFLOP/s, no sparsity); first match on the device name wins
 GPU_PEAK_TFLOPS = [("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("RTX 4090", 165.0),

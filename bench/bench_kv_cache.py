@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from causalwan.causal.config import WanConfig
-from causalwan.causal.kv_cache import KVCache
-from causalwan.causal.masks import block_causal_mask, token_mask
-from causalwan.causal.model import CausalWanModel
+from causalwan.causal.model.config import WanConfig
+from causalwan.causal.model.kv_cache import KVCache
+from causalwan.causal.model.masks import block_causal_mask, token_mask
+from causalwan.causal.model.transformer import CausalWanModel
 
 
 def timed(fn, repeat: int) -> float:

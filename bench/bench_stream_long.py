@@ -13,10 +13,10 @@ import time
 import psutil
 import torch
 
-from causalwan.causal.config import WanConfig
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.model import CausalWanModel
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.model.config import WanConfig
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.model.transformer import CausalWanModel
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 
 
 def main(argv=None) -> dict:

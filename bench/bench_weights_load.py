@@ -29,9 +29,9 @@ def rss_kib(field: str) -> int:
 
 
 def child(path: str, dtype: str) -> dict:
-    from causalwan.causal.config import TINY
-    from causalwan.causal.model import CausalWanModel
-    from causalwan.causal.weights import load_transformer
+    from causalwan.causal.model.config import TINY
+    from causalwan.causal.model.transformer import CausalWanModel
+    from causalwan.causal.weights.loader import load_transformer
 
     with torch.device("meta"):  # torch's one-time cost of the meta-device mode (it imports torch._dynamo)
         CausalWanModel(TINY)
@@ -53,9 +53,9 @@ def child(path: str, dtype: str) -> dict:
 def write_checkpoint(folder: Path, dim: int, layers: int, fp8: bool) -> Path:
     from safetensors.torch import save_file
 
-    from causalwan.causal.config import WanConfig
-    from causalwan.causal.fp8 import quantize
-    from causalwan.causal.model import CausalWanModel
+    from causalwan.causal.model.config import WanConfig
+    from causalwan.causal.model.fp8 import quantize
+    from causalwan.causal.model.transformer import CausalWanModel
 
     cfg = WanConfig(dim=dim, ffn_dim=4 * dim, num_heads=dim // 128, num_layers=layers)
     with torch.device("meta"):

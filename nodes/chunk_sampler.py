@@ -5,9 +5,9 @@ import dataclasses
 
 import torch
 
-from ..causal.memory_plan import plan_memory
-from ..causal.schedule import parse_steps
-from ..causal.stream import Stream, StreamOptions
+from ..causal.memory.memory_plan import plan_memory
+from ..causal.sampling.schedule import parse_steps
+from ..causal.sampling.stream import Stream, StreamOptions
 from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks

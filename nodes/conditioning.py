@@ -12,7 +12,7 @@ import logging
 
 import torch
 
-from ..causal.prompts import PromptChange, PromptSchedule
+from ..causal.sampling.prompts import PromptChange, PromptSchedule
 from .values import PromptEntry, PromptList
 
 log = logging.getLogger("causalwan")

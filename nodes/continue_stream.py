@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..causal.memory_plan import plan_memory
+from ..causal.memory.memory_plan import plan_memory
 from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks

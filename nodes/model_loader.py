@@ -38,7 +38,7 @@ def _part_bytes(expert) -> tuple[int, int]:
 
 
 def _describe_plan(model: LoadedModel) -> str:
-    """One line: what was loaded, and the predicted peak memory of a reference stream (causal/memory_plan.py)."""
+    """One line: what was loaded, and the predicted peak memory of a reference stream (causal/memory/memory_plan.py)."""
     experts = model.experts.modules()
     first = next(iter(experts.values()))
     params = sum(p.numel() for p in first.parameters())
@@ -47,7 +47,7 @@ def _describe_plan(model: LoadedModel) -> str:
             f"offload {model.offload}{' (auto)' if getattr(model.policy, 'plan', None) else ''}, compute on "
             f"{model.device}")
     try:
-        from ..causal.memory_plan import MODES, plan_memory
+        from ..causal.memory.memory_plan import MODES, plan_memory
 
         h, w, frames = REFERENCE_SIZE
         plan = plan_memory(model.config, h, w, frames=frames, experts=len(experts),
@@ -98,8 +98,8 @@ class CausalWanModelLoader:
 
     def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
              offload="auto", unique_id=None):
-        from ..causal.offload import apply_offload
-        from ..causal.weights import load_experts
+        from ..causal.memory.offload import apply_offload
+        from ..causal.weights.loader import load_experts
 
         if weight_dtype not in DTYPES:
             raise ValueError(f"unknown weight dtype {weight_dtype!r}; choose one of {', '.join(DTYPES)}")

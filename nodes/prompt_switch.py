@@ -1,7 +1,7 @@
 """CausalWan Prompt Switch: up to four CONDITIONINGs, each taking over at a chunk -> CAUSALWAN_PROMPTS."""
 from __future__ import annotations
 
-from ..causal.prompts import SWITCH_MODES
+from ..causal.sampling.prompts import SWITCH_MODES
 from .conditioning import conditioning_tensor
 from .values import CATEGORY, PROMPTS, PromptEntry, PromptList
 

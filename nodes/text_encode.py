@@ -31,7 +31,7 @@ def _path(name: str) -> str:
 
 
 def load_encoder(name: str, device: str = "default"):
-    from ..causal.text_encoder import TextEncoder
+    from ..causal.weights.text_encoder import TextEncoder
 
     key = (name, device)
     if key not in _cache:

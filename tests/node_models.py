@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from causalwan.causal import keymap
+from causalwan.causal.weights import keymap
 from causalwan.vae.key_map import original_to_diffusers
 from causalwan.vae.random_init import random_vae
 from tiny_models import tiny_model

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from causalwan.causal.config import A14B
-from causalwan.causal.kv_cache import KVCache
+from causalwan.causal.model.config import A14B
+from causalwan.causal.model.kv_cache import KVCache
 from tiny_models import tiny_model
 
 PATH = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu_a14b.py"

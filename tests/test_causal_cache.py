@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from causalwan.causal.kv_cache import KVCache
-from causalwan.causal.masks import block_causal_mask, chunk_starts, token_mask
+from causalwan.causal.model.kv_cache import KVCache
+from causalwan.causal.model.masks import block_causal_mask, chunk_starts, token_mask
 from tiny_models import tiny_model
 
 CHUNKS = [1, 3, 3, 3, 2]
@@ -71,7 +71,7 @@ def test_window_policy_without_sinks_equals_absolute_positions():
 
 def test_window_policy_moves_the_sinks_along():
     # Sinks sit right before the oldest recent frame: their keys are the unrotated keys rotated at offset + i.
-    from causalwan.causal.rope import apply_rope, rope_table
+    from causalwan.causal.model.rope import apply_rope, rope_table
 
     m = tiny_model()
     x, t, ctx = clip_inputs(frames=16)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from causalwan.causal import keymap
+from causalwan.causal.weights import keymap
 from tiny_models import tiny_config, tiny_model
 from weight_writers import diffusers_twin
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.prompts import PromptChange, PromptSchedule
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.sampling.prompts import PromptChange, PromptSchedule
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 from tiny_models import tiny_model
 
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.schedule import CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, warp
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.sampling.schedule import CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, warp
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 from tiny_models import tiny_model
 
 
@@ -116,7 +116,7 @@ def test_bad_stream_inputs():
 
 
 def test_the_prompt_in_force_is_not_encoded_again(monkeypatch):
-    from causalwan.causal.prompts import PromptChange, PromptSchedule
+    from causalwan.causal.sampling.prompts import PromptChange, PromptSchedule
 
     experts = pair()
     calls = []

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from causalwan.causal.config import A14B, WanConfig
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.fp8_storage import store_blocks_fp8
-from causalwan.causal.memory_plan import GIB, cache_slots, choose_mode, plan_memory
-from causalwan.causal.offload import apply_offload
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.model.config import A14B, WanConfig
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.model.fp8_storage import store_blocks_fp8
+from causalwan.causal.memory.memory_plan import GIB, cache_slots, choose_mode, plan_memory
+from causalwan.causal.memory.offload import apply_offload
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 from live_tensor_bytes import LiveTensorBytes
 from tiny_models import tiny_model
 

@@ -10,7 +10,7 @@ spm = pytest.importorskip("sentencepiece")
 
 from transformers import UMT5Config, UMT5EncoderModel  # noqa: E402
 
-from causalwan.causal.text_encoder import TextEncoder  # noqa: E402
+from causalwan.causal.weights.text_encoder import TextEncoder  # noqa: E402
 from causalwan.nodes import comfy_adapter as adapter  # noqa: E402
 from causalwan.nodes import text_encode  # noqa: E402
 from causalwan.nodes.chunk_sampler import CausalWanChunkSampler  # noqa: E402

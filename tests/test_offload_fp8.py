@@ -3,12 +3,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.fp8 import FP8Linear
-from causalwan.causal.fp8 import dequantize
-from causalwan.causal.fp8_storage import FP8, quantize_rows, store_blocks_fp8
-from causalwan.causal.kv_cache import KVCache
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.model.fp8 import FP8Linear
+from causalwan.causal.model.fp8 import dequantize
+from causalwan.causal.model.fp8_storage import FP8, quantize_rows, store_blocks_fp8
+from causalwan.causal.model.kv_cache import KVCache
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 from tiny_models import tiny_model
 
 

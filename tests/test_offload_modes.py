@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from causalwan.causal.experts import ExpertPair
-from causalwan.causal.fp8_storage import store_blocks_fp8
-from causalwan.causal.memory_plan import plan_memory
-from causalwan.causal.offload import apply_offload
-from causalwan.causal.stream import Stream, StreamOptions
+from causalwan.causal.sampling.experts import ExpertPair
+from causalwan.causal.model.fp8_storage import store_blocks_fp8
+from causalwan.causal.memory.memory_plan import plan_memory
+from causalwan.causal.memory.offload import apply_offload
+from causalwan.causal.sampling.stream import Stream, StreamOptions
 from tiny_models import tiny_model
 
 LAYERS = 4

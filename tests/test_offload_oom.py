@@ -5,9 +5,9 @@ import weakref
 import pytest
 import torch
 
-from causalwan.causal.config import A14B
-from causalwan.causal.memory_plan import GIB, plan_memory
-from causalwan.causal.oom import CausalWanOutOfMemory, explain_oom, is_oom, oom_message
+from causalwan.causal.model.config import A14B
+from causalwan.causal.memory.memory_plan import GIB, plan_memory
+from causalwan.causal.memory.oom import CausalWanOutOfMemory, explain_oom, is_oom, oom_message
 
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 79.11 GiB\nmore text"
 

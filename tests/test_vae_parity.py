@@ -5,6 +5,7 @@ import torch
 
 from causalwan.vae import LATENT_MEAN, LATENT_STD, denormalize_latent, images_to_video, random_vae
 from causalwan.vae.key_map import original_to_diffusers
+from causalwan.vae.streaming import decode_whole
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -40,7 +41,7 @@ def test_decode_whole_clip_matches_diffusers(pair):
     z = torch.randn(1, 16, 4, 4, 4, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         video_ref = ref.decode(denormalize_latent(z)).sample   # diffusers takes raw latents
-    video = ours.decode(z)                                      # we take normalised latents
+    video = decode_whole(ours, z)                                      # we take normalised latents
     assert video.shape == (1, 3, 13, 32, 32)
     assert (video - video_ref).abs().max().item() <= TOL
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from causalwan.vae import StreamingDecoder, random_vae, video_to_images
+from causalwan.vae.streaming import decode_whole
 
 TOL = 1e-5
 
@@ -20,7 +21,7 @@ def _latent(frames, h=2, w=3, seed=0):
 @pytest.mark.parametrize("sizes,frames_per_pass", [((1, 3, 3, 3), None), ((1, 3, 3, 3), 1), ((4, 6), None)])
 def test_chunks_equal_whole(vae, sizes, frames_per_pass):
     z = _latent(sum(sizes))
-    whole = video_to_images(vae.decode(z))
+    whole = video_to_images(decode_whole(vae, z))
     dec = StreamingDecoder(vae, frames_per_pass=frames_per_pass)
     outs = [dec.decode(part) for part in z.split(list(sizes), dim=2)]
     expected = [1 + 4 * (sizes[0] - 1)] + [4 * s for s in sizes[1:]]
@@ -85,7 +86,7 @@ def test_low_precision_decode_and_encode(dtype):
     vae32 = random_vae(base_dim=8, seed=2)
     vae_lp = random_vae(base_dim=8, seed=2).to(dtype)
     z = _latent(2)
-    ref, out = vae32.decode(z), vae_lp.decode(z)
+    ref, out = decode_whole(vae32, z), decode_whole(vae_lp, z)
     assert out.dtype == torch.float32
     assert (out - ref).abs().mean().item() < 0.02
     image = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0))
@@ -101,4 +102,4 @@ def test_cuda_stream_matches_cpu():
     dec = StreamingDecoder(vae_gpu, output_device="cpu")
     streamed = torch.cat([dec.decode(p) for p in z.cuda().split([1, 3, 3], dim=2)])
     assert streamed.device.type == "cpu"
-    assert (streamed - video_to_images(vae_cpu.decode(z))).abs().max().item() < 1e-4
+    assert (streamed - video_to_images(decode_whole(vae_cpu, z))).abs().max().item() < 1e-4

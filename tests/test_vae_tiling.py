@@ -5,6 +5,7 @@ import torch
 
 from causalwan.vae import StreamingDecoder, random_vae
 from causalwan.vae.tiling import axis_spans, plan_tiles
+from causalwan.vae.streaming import decode_whole
 
 # Stated tolerance of tiled vs untiled decode (tiny random VAE, output in [-1, 1], latent 8x12, tile 8,
 # overlap 4). Tiles see a cropped context (the decoder's receptive field is about +-15 latent pixels and the
@@ -45,23 +46,23 @@ def test_bad_tile_arguments_raise(vae):
 
 def test_tile_covering_everything_equals_untiled(vae):
     z = _latent(3, 4, 4)
-    assert torch.equal(vae.decode(z, tile_size=4), vae.decode(z))
+    assert torch.equal(decode_whole(vae, z, tile_size=4), decode_whole(vae, z))
 
 
 def test_tiled_is_close_to_untiled(vae):
     z = _latent(2, 8, 12, seed=1)
-    ref = vae.decode(z)
-    tiled = vae.decode(z, tile_size=8, tile_overlap=4)
+    ref = decode_whole(vae, z)
+    tiled = decode_whole(vae, z, tile_size=8, tile_overlap=4)
     assert tiled.shape == ref.shape == (1, 3, 5, 64, 96)
     diff = (tiled - ref).abs()
     assert diff.mean().item() < TILED_MEAN_TOL and diff.max().item() < TILED_MAX_TOL
-    small = (vae.decode(z, tile_size=4, tile_overlap=2) - ref).abs()
+    small = (decode_whole(vae, z, tile_size=4, tile_overlap=2) - ref).abs()
     assert diff.mean() < small.mean()              # more context per tile -> closer to untiled
 
 
 def test_tiled_streaming_equals_tiled_whole(vae):
     z = _latent(7, 6, 6, seed=2)
-    whole = vae.decode(z, tile_size=4, tile_overlap=2)
+    whole = decode_whole(vae, z, tile_size=4, tile_overlap=2)
     dec = StreamingDecoder(vae, tile_size=4, tile_overlap=2)
     outs = [dec.decode_video(p) for p in z.split([1, 3, 3], dim=2)]
     assert [o.shape[2] for o in outs] == [1, 12, 12]

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from causalwan.causal import weights
-from causalwan.causal.checkpoint_files import WeightsError, open_file
-from causalwan.causal.weights import load_experts, load_transformer
+from causalwan.causal.weights import loader as weights
+from causalwan.causal.weights.checkpoint_files import WeightsError, open_file
+from causalwan.causal.weights.loader import load_experts, load_transformer
 from weight_writers import ref_model, write_comfy, write_pt, write_release
 
 

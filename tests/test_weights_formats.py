@@ -6,12 +6,12 @@ from safetensors.torch import save_file
 import pytest
 import torch
 
-from causalwan.causal import weights
-from causalwan.causal.checkpoint_files import open_file
-from causalwan.causal.config import A14B, WAN_1_3B, WanConfig
-from causalwan.causal.infer_config import from_shapes, combine
-from causalwan.causal.model import CausalWanModel
-from causalwan.causal.weights import detect_format, load_experts, load_transformer
+from causalwan.causal.weights import loader as weights
+from causalwan.causal.weights.checkpoint_files import open_file
+from causalwan.causal.model.config import A14B, WAN_1_3B, WanConfig
+from causalwan.causal.weights.infer_config import from_shapes, combine
+from causalwan.causal.model.transformer import CausalWanModel
+from causalwan.causal.weights.loader import detect_format, load_experts, load_transformer
 from weight_writers import (REF, ref_model, run, write_comfy, write_diffusers_transformer, write_original_expert,
                             write_pt, write_release)
 
@@ -142,7 +142,7 @@ def test_two_single_files_make_a_pair(tmp_path, pair):
 def test_diffusers_named_single_file(tmp_path, pair):
     from safetensors.torch import save_file
 
-    from causalwan.causal import keymap
+    from causalwan.causal.weights import keymap
     m = pair[0]
     path = tmp_path / "diffusers_named.safetensors"
     save_file({keymap.to_diffusers(k): v.contiguous() for k, v in m.state_dict().items()}, str(path))
@@ -187,7 +187,7 @@ def test_load_reads_each_tensor_once_and_assigns_without_copy(tmp_path, pair):
         return reads[k]
 
     src._read = counting
-    from causalwan.causal import assemble
+    from causalwan.causal.weights import assemble
     cfg = combine(from_shapes(src.shapes, src.path), None, None, src.path)
     model = assemble.build(cfg, src, torch.float32)
     assert sorted(reads) == sorted(m.state_dict())
@@ -198,7 +198,7 @@ def test_load_reads_each_tensor_once_and_assigns_without_copy(tmp_path, pair):
 
 
 def test_chunked_reads_equal_whole_reads(tmp_path, monkeypatch):
-    from causalwan.causal import checkpoint_files
+    from causalwan.causal.weights import checkpoint_files
     monkeypatch.setattr(checkpoint_files, "CHUNK_BYTES", 40)  # many pieces per tensor, odd sizes at the ends
     tensors = {"bf16": torch.randn(7, 9).bfloat16(), "f32": torch.randn(3, 5, 2), "fp8": torch.randn(6, 11).to(
         torch.float8_e4m3fn), "u8": torch.arange(50, dtype=torch.uint8), "scalar": torch.tensor(2.5),

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from causalwan.causal.fp8 import FP8Linear, quantize
-from causalwan.causal.weights import load_transformer
+from causalwan.causal.model.fp8 import FP8Linear, quantize
+from causalwan.causal.weights.loader import load_transformer
 from weight_writers import block_linears, fp8_reference, ref_model, run, write_comfy
 
 

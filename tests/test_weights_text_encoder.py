@@ -11,10 +11,10 @@ spm = pytest.importorskip("sentencepiece")
 
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel  # noqa: E402
 
-from causalwan.causal.checkpoint_files import WeightsError  # noqa: E402
-from causalwan.causal.fp8 import quantize  # noqa: E402
-from causalwan.causal.text_encoder import TextEncoder, hf_to_wan, wan_to_hf  # noqa: E402
-from causalwan.causal.umt5_tokenizer import UMT5Tokenizer  # noqa: E402
+from causalwan.causal.weights.checkpoint_files import WeightsError  # noqa: E402
+from causalwan.causal.model.fp8 import quantize  # noqa: E402
+from causalwan.causal.weights.text_encoder import TextEncoder, hf_to_wan, wan_to_hf  # noqa: E402
+from causalwan.causal.weights.umt5_tokenizer import UMT5Tokenizer  # noqa: E402
 from weight_writers import tiny_spiece  # noqa: E402
 
 WORDS = "a cat walks on the beach at sunset while waves roll in slowly and the sky turns orange red purple".split()
@@ -43,7 +43,7 @@ def write_tokenizer_folder(proto: bytes, folder):
 def reference(model, proto, prompts):
     """What the text encoder must give: the transformers model on the tokenizer's ids, trimmed."""
     tok = UMT5Tokenizer.from_sentencepiece(proto)
-    from causalwan.causal.text_encoder import clean_prompt
+    from causalwan.causal.weights.text_encoder import clean_prompt
     ids, mask = tok([clean_prompt(p) for p in prompts], 512)
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask).last_hidden_state

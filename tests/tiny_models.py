@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from causalwan.causal.config import WanConfig
-from causalwan.causal.model import CausalWanModel
+from causalwan.causal.model.config import WanConfig
+from causalwan.causal.model.transformer import CausalWanModel
 
 
 

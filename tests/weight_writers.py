@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from causalwan.causal import keymap
-from causalwan.causal.fp8 import quantize
+from causalwan.causal.weights import keymap
+from causalwan.causal.model.fp8 import quantize
 from tiny_models import tiny_model
 
 COMFY_PREFIX = "model.diffusion_model."

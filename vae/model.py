@@ -142,18 +142,6 @@ class WanVAE(nn.Module):
         """Raw (denormalised) latent chunk -> raw, unclamped pixels, continuing the video held in `cache`."""
         return self.decoder(self.conv2(z_raw.to(self.device, self.dtype)), cache)
 
-    def decode(self, latent: torch.Tensor, tile_size: int | None = None, tile_overlap: int | None = None,
-               output_device=None) -> torch.Tensor:
-        """Whole normalised latent [B,16,T,h,w] -> video [B,3,1+4(T-1),8h,8w] in [-1,1], fp32.
-
-        Equal to streaming it chunk by chunk; tiling (latent pixels) bounds memory. Output on `output_device`
-        (default: the latent's device).
-        """
-        from .streaming import StreamingDecoder
-
-        out_dev = latent.device if output_device is None else output_device
-        return StreamingDecoder(self, tile_size, tile_overlap, output_device=out_dev).decode_video(latent)
-
 
 def _check_video(video: torch.Tensor):
     if video.dim() != 5:

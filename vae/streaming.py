@@ -14,6 +14,17 @@ from .model import SPATIAL_STRIDE
 from .tiling import plan_tiles
 
 
+def decode_whole(vae, latent: torch.Tensor, tile_size: int | None = None, tile_overlap: int | None = None,
+                 output_device=None) -> torch.Tensor:
+    """Whole normalised latent [B,16,T,h,w] -> video [B,3,1+4(T-1),8h,8w] in [-1,1], fp32.
+
+    Equal to streaming it chunk by chunk; tiling (latent pixels) bounds memory. Output on `output_device`
+    (default: the latent's device).
+    """
+    out_dev = latent.device if output_device is None else output_device
+    return StreamingDecoder(vae, tile_size, tile_overlap, output_device=out_dev).decode_video(latent)
+
+
 class StreamingDecoder:
     """Chunk-by-chunk decoder of one latent stream, optionally spatially tiled.
 

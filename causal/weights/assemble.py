@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 
 from .checkpoint_files import TensorSource, WeightsError, first
-from .config import WanConfig
-from .fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, FP8Linear, dequantize, is_fp8, normalize_scale, quant_format
-from .model import CausalWanModel
+from ..model.config import WanConfig
+from ..model.fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, FP8Linear, dequantize, is_fp8, normalize_scale, quant_format
+from ..model.transformer import CausalWanModel
 
 # Linear layers that stay in the compute dtype even when the file stores them in fp8: the model reads its output
 # dtype from head.head.

@@ -15,7 +15,7 @@ import math
 import re
 
 from .checkpoint_files import WeightsError
-from .config import WanConfig
+from ..model.config import WanConfig
 
 HEAD_DIM = 128
 _REQUIRED = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight", "head.head.weight",

@@ -22,7 +22,7 @@ import torch
 
 from .assemble import key_problems
 from .checkpoint_files import TensorSource, WeightsError, first, open_file, open_folder
-from .fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, dequantize, is_fp8, normalize_scale
+from ..model.fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, dequantize, is_fp8, normalize_scale
 from .umt5_tokenizer import UMT5Tokenizer
 
 TEXT_LEN = 512
@@ -206,7 +206,7 @@ class TextEncoder:
     def load(cls, path, tokenizer=None, dtype=None, device="cpu", max_length: int = TEXT_LEN) -> "TextEncoder":
         from transformers import UMT5Config
 
-        from .weights import resolve_dtype
+        from .loader import resolve_dtype
 
         path = Path(path)
         src, config_json, tok_spec = _locate(path, tokenizer)

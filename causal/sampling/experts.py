@@ -5,15 +5,15 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .config import WanConfig
-from .model import CausalWanModel
+from ..model.config import WanConfig
+from ..model.transformer import CausalWanModel
 
 
 class ExpertPair:
     """The denoisers of one model: `high` (t >= boundary) and `low`, or a single dense expert as `low`.
 
     `placement`, when set, is called with an expert's name before that expert runs, so an offload policy can move
-    weights onto the compute device (see causal/offload.py).
+    weights onto the compute device (see causal/memory/offload.py).
     """
 
     def __init__(self, low: CausalWanModel, high: CausalWanModel | None = None, boundary: float | None = None,

@@ -6,7 +6,7 @@
   With a scale per row the largest element of each row maps to 448, and every element keeps a relative error of
   at most 2^-4 (3 mantissa bits) plus 2^-10 of its row scale (the subnormal spacing). The scales cost 4 bytes per
   head_dim bytes of cache (3% at head dim 128).
-- Block weights (`store_blocks_fp8`): every nn.Linear inside the transformer blocks becomes causal/fp8.py's
+- Block weights (`store_blocks_fp8`): every nn.Linear inside the transformer blocks becomes causal/model/fp8.py's
   FP8Linear (e4m3fn weight, per-tensor `scale_weight`, compute in bf16), the layer the weights loader uses for
   fp8 files. That halves a 14B expert's block weights (~26.6 GiB -> ~13.4 GiB).
 """

@@ -78,7 +78,7 @@ class FP8Linear(nn.Module):
 
     The fp8 weight and its scale are buffers (not trainable parameters), named as in ComfyUI's scaled fp8 files,
     so `state_dict()` writes a file ComfyUI can read. `compute_dtype` is the attribute the Wan block reads to pick
-    its activation dtype (same protocol as causal/fp8_storage.py). Casting the module (`.to(torch.float16)`)
+    its activation dtype (same protocol as causal/model/fp8_storage.py). Casting the module (`.to(torch.float16)`)
     changes the bias and compute_dtype; the weight stays fp8 and the scale float32.
     """
 

@@ -113,7 +113,7 @@ class KVCache:
         old = len(self.slot_frame)
         shape = (batch, heads, slots * tpf, head_dim)
         bufs = [(self.k, shape, dtype), (self.v, shape, dtype)]
-        if is_fp8(dtype):  # fp8 cache: one scale per token row (see causal/fp8_storage.py)
+        if is_fp8(dtype):  # fp8 cache: one scale per token row (see causal/model/fp8_storage.py)
             bufs += [(self.k_scale, shape[:3] + (1,), torch.float32), (self.v_scale, shape[:3] + (1,), torch.float32)]
         for i in range(self.num_layers):
             for buf, buf_shape, buf_dtype in bufs:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .experts import ExpertPair
-from .kv_cache import KVCache, check_window, resolve_policy
+from ..model.kv_cache import KVCache, check_window, resolve_policy
 from .prompts import PromptSchedule
 from .schedule import CONTEXT_T, SELF_FORCING_STEPS, CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, predict, renoise
 

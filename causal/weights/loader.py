@@ -21,10 +21,10 @@ import torch
 
 from . import assemble, infer_config, keymap, model_family
 from .checkpoint_files import PICKLE_SUFFIXES, TensorSource, WeightsError, first, open_file, open_folder
-from .config import WanConfig
-from .experts import ExpertPair
-from .fp8 import FP8_NAMES, FP8Linear, is_fp8
-from .model import CausalWanModel
+from ..model.config import WanConfig
+from ..sampling.experts import ExpertPair
+from ..model.fp8 import FP8_NAMES, FP8Linear, is_fp8
+from ..model.transformer import CausalWanModel
 
 __all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "resolve_dtype"]
 

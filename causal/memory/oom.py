@@ -1,6 +1,6 @@
 """Out-of-memory errors that say what to try instead.
 
-    with explain_oom(plan):            # plan: the MemoryPlan of what is running (causal/memory_plan.py)
+    with explain_oom(plan):            # plan: the MemoryPlan of what is running (causal/memory/memory_plan.py)
         stream.next_chunk()
 
 turns torch.OutOfMemoryError (CUDA's, or any RuntimeError whose text says "out of memory", as other backends
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .fp8 import is_fp8
+from ..model.fp8 import is_fp8
 from .memory_plan import GIB, MemoryPlan, alternative
 
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import WanConfig
-from .fp8 import is_fp8
-from .kv_cache import resolve_policy
+from ..model.config import WanConfig
+from ..model.fp8 import is_fp8
+from ..model.kv_cache import resolve_policy
 
 MODES = ("resident", "swap", "blocks")  # from most to least weight memory
 SAFETY = 1.10  # allocator rounding and fragmentation on top of the prediction
@@ -66,7 +66,7 @@ def base_bytes(cfg: WanConfig, weight_dtype: torch.dtype) -> int:
 
 def cache_slots(frames: int, chunk_frames: int, window: int | None, first: int = 1, sized: bool = True) -> int:
     """Frame slots a KV cache holds at its largest: the window; the stream's length when it was sized
-    (StreamOptions.max_frames); else the doubling capacity of causal/kv_cache.py for a stream of `first` primed
+    (StreamOptions.max_frames); else the doubling capacity of causal/model/kv_cache.py for a stream of `first` primed
     frames and chunks of `chunk_frames` until `frames` frames."""
     if window is not None:
         return window

@@ -111,7 +111,7 @@ class Block(nn.Module):
 
     def forward(self, x, e0, layer: int, ctx: dict, cross_kv: dict):
         """x [B, F, T, dim] float32 residual stream; e0 [B, F, 6, dim] float32."""
-        # fp8-stored linears (causal/fp8_storage.py, issue 7) hold e4m3fn weights but compute in compute_dtype
+        # fp8-stored linears (causal/model/fp8_storage.py, issue 7) hold e4m3fn weights but compute in compute_dtype
         dt = getattr(self.ffn[0], "compute_dtype", self.ffn[0].weight.dtype)
         mod = (self.modulation.float().unsqueeze(1) + e0).unsqueeze(3)  # [B, F, 6, 1, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)

@@ -13,7 +13,7 @@ Modes
   block i+1 overlaps the compute of block i), and then stay.
 - "blocks": only `blocks` transformer blocks (of any expert) on the compute device at once; while block i runs,
   blocks i+1 .. i+N-1 are being copied in, and block i is dropped when it is done.
-- "auto": the planner (causal/memory_plan.py) picks the least offloading mode that fits the free memory.
+- "auto": the planner (causal/memory/memory_plan.py) picks the least offloading mode that fits the free memory.
 In "swap" and "blocks" the non-block weights (patch/text/time embeddings, time projection, head: ~1.6% of an
 A14B expert) of every expert stay resident. Masters live in pinned CPU memory when CUDA is present.
 
@@ -29,8 +29,8 @@ from functools import partial
 
 import torch
 
-from .experts import ExpertPair
-from .fp8 import is_fp8
+from ..sampling.experts import ExpertPair
+from ..model.fp8 import is_fp8
 from .memory_plan import MemoryPlan, choose_mode
 from .residency import ResidencyLog
 from .weight_slot import Copier, WeightSlot

@@ -33,12 +33,13 @@ from causalwan.causal.sampling.experts import ExpertPair
 from causalwan.causal.model.fp8_storage import store_blocks_fp8
 from causalwan.causal.memory.memory_plan import GIB, plan_memory
 from causalwan.causal.model.transformer import CausalWanModel
-from causalwan.causal.memory.offload import apply_offload
+from causalwan.causal.memory.offload import DEFAULT_BLOCKS, apply_offload
 from causalwan.causal.sampling.stream import Stream, StreamOptions
 
-# dense bf16 tensor-core peaks (TFLOP/s, no sparsity); first match on the device name wins
-GPU_PEAK_TFLOPS = [("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("RTX 4090", 165.0),
-                   ("L40S", 362.0)]
+# dense bf16 tensor-core peaks (TFLOP/s, no sparsity); first match on the device name wins, so the NVL and PCIe
+# cards (lower clocks and power) come before the SXM parts whose names they contain
+GPU_PEAK_TFLOPS = [("H200 NVL", 835.0), ("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0),
+                   ("A100", 312.0), ("RTX 4090", 165.0), ("L40S", 362.0)]
 FULL_LAYERS = 40
 STEPS, CONTEXT_PASSES = 8, 2  # CausalWan2.2-I2V-A14B: 8 denoising steps, then the clean chunk into both caches
 MODES = ("resident", "swap", "blocks")
@@ -173,7 +174,8 @@ def parse(argv):
     p.add_argument("--chunk-frames", type=int, default=3)
     p.add_argument("--window", type=int, default=21, help="latent frames in the KV cache (full window)")
     p.add_argument("--rope-policy", default="absolute", choices=("absolute", "window"))
-    p.add_argument("--resident-blocks", type=int, default=2, help="blocks on the GPU in 'blocks' mode")
+    p.add_argument("--resident-blocks", type=int, default=DEFAULT_BLOCKS,
+                   help="blocks on the GPU in 'blocks' mode (default: the model loader's)")
     p.add_argument("--prefetch", type=int, default=2, help="blocks copied ahead in 'swap' mode")
     p.add_argument("--weight-dtype", default="bf16", choices=("bf16", "fp8"))
     p.add_argument("--cache-dtype", default="bf16", choices=("bf16", "fp8"))

@@ -17,6 +17,12 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 
+def test_blocks_mode_measures_the_loaders_block_count():
+    from causalwan.causal.memory.offload import DEFAULT_BLOCKS
+
+    assert bench.parse([]).resident_blocks == DEFAULT_BLOCKS == 4
+
+
 def test_cpu_smoke_runs_every_mode_and_writes_json(tmp_path):
     out = tmp_path / "smoke.json"
     result = bench.main(["--cpu-smoke", "--out", str(out), "--peak-tflops", "1"])
@@ -48,6 +54,8 @@ def test_peak_table():
     assert bench.peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.0
     assert bench.peak_tflops("NVIDIA H100 PCIe", None) == 756.0
     assert bench.peak_tflops("NVIDIA H200", None) == 989.0
+    assert bench.peak_tflops("NVIDIA H200 NVL", None) == 835.0
+    assert bench.peak_tflops("NVIDIA H100 NVL", None) == 835.0
     assert bench.peak_tflops("NVIDIA A100-SXM4-80GB", None) == 312.0
     assert bench.peak_tflops("NVIDIA GeForce RTX 4090", None) == 165.0
     assert bench.peak_tflops("NVIDIA L40S", None) == 362.0

@@ -36,6 +36,7 @@ from .residency import ResidencyLog
 from .weight_slot import Copier, WeightSlot
 
 MODES = ("resident", "swap", "blocks", "auto")
+DEFAULT_BLOCKS = 4  # blocks on the compute device in "blocks" mode unless told otherwise (the loader's count)
 STORAGE = torch.device("cpu")
 
 
@@ -215,7 +216,7 @@ class Swap(Offload):
 class Blocks(Offload):
     mode = "blocks"
 
-    def __init__(self, experts: ExpertPair, device, blocks: int = 4, pin: bool | None = None):
+    def __init__(self, experts: ExpertPair, device, blocks: int = DEFAULT_BLOCKS, pin: bool | None = None):
         if blocks < 1:
             raise ValueError(f"blocks mode keeps at least 1 block on the device, got {blocks}")
         self.budget = min(blocks, experts.config.num_layers)
@@ -275,7 +276,8 @@ def part_bytes(experts: ExpertPair) -> tuple[int, int]:
     return total - sum(blocks), max(blocks)
 
 
-def auto_plan(experts: ExpertPair, device, free_bytes: int | None = None, blocks: int = 4, **workload) -> MemoryPlan:
+def auto_plan(experts: ExpertPair, device, free_bytes: int | None = None, blocks: int = DEFAULT_BLOCKS,
+              **workload) -> MemoryPlan:
     """The plan "auto" follows: free memory of `device` (plus what these experts already hold there) against
     the planner's prediction for `workload` (height, width, frames, window, sink, chunk_frames, cache_dtype)."""
     device = concrete_device(device)
@@ -291,8 +293,8 @@ def auto_plan(experts: ExpertPair, device, free_bytes: int | None = None, blocks
                        part_bytes=part_bytes(experts), **workload)
 
 
-def apply_offload(experts: ExpertPair, mode: str = "auto", device=None, *, blocks: int = 4, prefetch: int = 2,
-                  free_bytes: int | None = None, pin: bool | None = None, **workload) -> Offload:
+def apply_offload(experts: ExpertPair, mode: str = "auto", device=None, *, blocks: int = DEFAULT_BLOCKS,
+                  prefetch: int = 2, free_bytes: int | None = None, pin: bool | None = None, **workload) -> Offload:
     """Attach an offload policy to `experts` and return it. "auto" on a device without CUDA is "resident"."""
     if mode not in MODES:
         raise ValueError(f"unknown offload mode {mode!r}; choose one of {MODES}")

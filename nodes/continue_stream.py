@@ -1,7 +1,8 @@
 """CausalWan Continue: more chunks after a finished stream, optionally under new prompts.
 
 The upstream stream is forked, never advanced, so ComfyUI's cached sampler output stays valid: queueing again
-with other prompts or chunk counts here reuses the prefix without recomputing it.
+with other prompts or chunk counts here reuses the prefix without recomputing it. The fork takes over the
+upstream's KV caches on the device; the upstream keeps a copy in host memory for such a re-queue.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ PREVIEW_WARMUP_FRAMES = 3
 
 class CausalWanContinue:
     DESCRIPTION = ("Continues a stream from CausalWan Chunk Sampler (or another Continue) for more chunks, "
-                   "optionally with new prompts. The upstream stream is copied, so changing this node re-runs "
-                   "only this node.")
+                   "optionally with new prompts. The upstream stream is kept (its caches wait in host memory), so "
+                   "changing this node re-runs only this node.")
     CATEGORY = CATEGORY
     FUNCTION = "go_on"
     RETURN_TYPES = ("LATENT", STREAM)
@@ -49,11 +50,13 @@ class CausalWanContinue:
         node_memory.release_previous("stream", unique_id)
         src, extra = stream.stream, num_chunks * stream.stream.options.chunk_frames
         h, w = src.latent_hw
-        grown = plan_memory(src.experts.config, h * 8, w * 8, chunk_frames=src.options.chunk_frames,
-                            frames=src.next_frame + extra, window=src.options.window, sink=src.options.sink,
-                            experts=len(src.experts.names), weight_dtype=src.experts.low.dtype,
-                            cache_dtype=src.options.cache_dtype).kv_cache
-        adapter.make_room(src.cache_bytes() + grown, stream.model.device)  # the copy, then its grown caches
+        plan = plan_memory(src.experts.config, h * 8, w * 8, chunk_frames=src.options.chunk_frames,
+                           frames=src.next_frame + extra, window=src.options.window, sink=src.options.sink,
+                           experts=len(src.experts.names), weight_dtype=src.experts.low.dtype,
+                           cache_dtype=src.options.cache_dtype, parked_frames=src.next_frame)
+        # the fork takes over the upstream's caches (or, on a re-queue, gets its parked copy back): on the device
+        # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host)
+        adapter.make_room(plan.kv_cache, stream.model.device)
         fork = src.fork()
         fork.reserve(extra)
         schedule = None

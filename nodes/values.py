@@ -1,7 +1,8 @@
 """What travels on the CausalWan sockets: the socket type names and the objects behind them.
 
 ComfyUI caches node outputs and hands the same object to every downstream node, so these objects are treated
-as read-only once a node has returned them; nodes that go on from one (Continue) work on a copy (`fork`).
+as read-only once a node has returned them; nodes that go on from one (Continue) work on a fork (`Stream.fork`:
+the fork takes over the caches on the device, the original keeps a copy in host memory).
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ import torch
 from causalwan.causal.sampling.experts import ExpertPair
 from causalwan.causal.sampling.schedule import CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, warp
 from causalwan.causal.sampling.stream import Stream, StreamOptions
+from live_tensor_bytes import LiveTensorBytes
 from tiny_models import tiny_model
 
 
@@ -80,6 +81,31 @@ def test_fork_is_independent():
     assert torch.equal(a, b)  # same state, same next chunk
     s.next_chunk()
     assert f.next_frame == 7 and s.next_frame == 10
+
+
+def cache_storages(stream):
+    return {t.untyped_storage().data_ptr() for c in stream.caches.values()
+            for t in c.k + c.v + c.k_scale + c.v_scale + c.sink_raw}
+
+
+@pytest.mark.parametrize("opts", [{}, dict(window=7, sink=1), dict(cache_dtype=torch.float8_e4m3fn)])
+def test_fork_takes_over_the_caches_and_parks_one_copy(opts):
+    s = new_stream(pair(), seed=3, **opts)
+    s.next_chunk()
+    held, size = cache_storages(s), s.cache_bytes()
+    with LiveTensorBytes() as count:
+        f = s.fork()
+    assert cache_storages(f) == held  # the very buffers on the compute device, no second copy there
+    assert s.parked and not f.parked and not cache_storages(s) & held
+    assert count.peak == count.current == size == s.cache_bytes()  # one allocation: the parked copy
+    expected = f.next_chunk()
+    del f  # a re-queue: its node releases the last continuation before forking again
+    with LiveTensorBytes() as count:
+        g = s.fork()
+    assert count.current == size and not g.parked and s.parked  # the parked copy brought back once
+    assert not cache_storages(g) & cache_storages(s)
+    assert torch.equal(g.next_chunk(), expected)
+    assert torch.equal(s.next_chunk(), expected) and not s.parked  # the parked stream itself can still run
 
 
 def test_dense_single_expert_and_text_to_video():

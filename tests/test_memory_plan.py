@@ -5,7 +5,7 @@ import torch
 from causalwan.causal.model.config import A14B, WanConfig
 from causalwan.causal.sampling.experts import ExpertPair
 from causalwan.causal.model.fp8_storage import store_blocks_fp8
-from causalwan.causal.memory.memory_plan import GIB, cache_slots, choose_mode, plan_memory
+from causalwan.causal.memory.memory_plan import GIB, cache_slots, choose_mode, plan_memory, replace_plan
 from causalwan.causal.memory.offload import apply_offload
 from causalwan.causal.sampling.stream import Stream, StreamOptions
 from live_tensor_bytes import LiveTensorBytes
@@ -60,9 +60,13 @@ def test_cache_bytes_exact(opts, frames):
     plan = plan_memory(experts.config, 32, 48, frames=frames, experts=2, weight_dtype=torch.float32,
                        shared_cross=True, window=opts.get("window"), sink=opts.get("sink", 0), chunk_frames=chunk,
                        cache_dtype=opts.get("cache_dtype"))
-    assert plan.kv_cache == s.cache_bytes()
+    assert plan.kv_cache == s.cache_bytes() and plan.host == 0
     cross = {id(t): t for kvs in s.cross.values() for layer in kvs for t in layer.values()}
     assert plan.cross_cache == sum(t.numel() * t.element_size() for t in cross.values())
+    s.fork()  # a continue: the upstream parks its caches in host memory, which the planner counts
+    parked = replace_plan(plan, parked_frames=frames)
+    assert s.parked and parked.host == s.cache_bytes() and parked.total == plan.total
+    assert "host memory" in parked.describe()
 
 
 def test_cache_growth_rule():

@@ -160,6 +160,7 @@ def test_continue_forks_and_matches_one_long_run(pair, start):
     _, first = sample(model, start, conditioning(), chunks=2)
     before = (first.stream.next_frame, first.stream.chunk_index, first.latent.clone())
     latent, cont = CausalWanContinue().go_on(first, 2)
+    assert first.stream.parked and first.stream.cache_bytes() > 0  # the upstream's copy waits in host memory
     assert latent["samples"].shape[2] == 1 + 4 * 3 and latent["causalwan_pieces"] == [1, 3, 3, 3, 3]
     assert (first.stream.next_frame, first.stream.chunk_index) == before[:2]  # upstream untouched
     assert torch.equal(first.latent, before[2]) and cont.stream is not first.stream
@@ -177,6 +178,9 @@ def test_windowed_stream_runs_past_the_window(pair, start):
     latent, state = sample(model, start, conditioning(), chunks=4, window_frames=6, sink_frames=1)
     assert latent["samples"].shape[2] == 13
     assert max(len(c.frames) for c in state.stream.caches.values()) <= 6
+    buffers = [id(t) for c in state.stream.caches.values() for t in c.k + c.v]
+    cont = CausalWanContinue().go_on(state, 1)[1]
+    assert [id(t) for c in cont.stream.caches.values() for t in c.k + c.v] == buffers  # taken over, not copied
 
 
 def test_a_node_that_runs_again_releases_its_last_output(pair, start, vae, models):

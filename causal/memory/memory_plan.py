@@ -11,6 +11,8 @@ Four parts, in bytes:
 - kv_cache: per expert, layers x (k, v) x batch x slots x tokens/frame x dim at the cache dtype (plus a float32
   scale per token and head for fp8). Slots: the window, or without one the stream's length (streams are sized
   once through StreamOptions.max_frames; an unsized cache doubles: 1, 4, 8, 16, 32 slots for 1 + 3k frames).
+- host (not on the device): the KV cache a continued stream's upstream parks in host memory for a re-queue
+  (causal/sampling/stream.py, `fork`), for `parked_frames` frames.
 - cross_cache: text keys/values for every layer (one per expert, or one shared).
 - activations: the live temporaries of one block forward over a chunk (residual stream in float32, projections,
   RoPE in float32, FFN hidden), from a model of the forward checked against measured tensor bytes in the tests
@@ -103,6 +105,8 @@ class MemoryPlan:
     cross_cache: int
     activations: int
     part_bytes: tuple | None = None  # measured (non-block, block) weight bytes that replaced the prediction
+    host: int = 0  # bytes in host memory: an upstream stream's parked KV cache
+    parked_frames: int = 0
 
     @property
     def total(self) -> int:
@@ -122,7 +126,8 @@ class MemoryPlan:
         win = f"window {self.window}" if self.window else f"{self.frames} frames"
         return (f"{self.mode} ({m}) at {self.height}x{self.width}, {win}: peak {self.total / GIB:.1f} GiB = weights "
                 f"{self.weights / GIB:.1f} + KV cache {self.kv_cache / GIB:.1f} ({cache}) + text cache "
-                f"{self.cross_cache / GIB:.2f} + activations {self.activations / GIB:.1f} GiB")
+                f"{self.cross_cache / GIB:.2f} + activations {self.activations / GIB:.1f} GiB"
+                + (f"; host memory {self.host / GIB:.1f} GiB (parked KV cache)" if self.host else ""))
 
 
 def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, compute: torch.dtype,
@@ -149,9 +154,10 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
                 window: int | None = None, sink: int = 0, experts: int = 2, mode: str = "resident",
                 weight_dtype: torch.dtype = torch.bfloat16, cache_dtype: torch.dtype | None = None, blocks: int = 4,
                 batch: int = 1, shared_cross: bool = False, rope_policy: str = "auto",
-                part_bytes: tuple[int, int] | None = None) -> MemoryPlan:
+                part_bytes: tuple[int, int] | None = None, parked_frames: int = 0) -> MemoryPlan:
     """Predict the peak memory of a stream. `part_bytes` = (non-block bytes, bytes of the largest block) of the
-    real experts overrides the prediction from the config (e.g. for files with extra fp8 layers)."""
+    real experts overrides the prediction from the config (e.g. for files with extra fp8 layers).
+    `parked_frames`: a continued stream's upstream has this many frames, its cache parked in host memory."""
     if mode not in MODES:
         raise ValueError(f"unknown offload mode {mode!r}; choose one of {MODES}")
     if height % 16 or width % 16 or height <= 0 or width <= 0:
@@ -169,20 +175,26 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
     pt, ph, pw = cfg.patch_size
     tpf = (height // 8 // ph) * (width // 8 // pw)
     slots = cache_slots(frames, chunk_frames, window)
-    per_row = cfg.num_heads * slots * tpf * batch  # token rows of one layer's k (or v)
-    kv = 2 * cfg.num_layers * per_row * cfg.head_dim * cache_dtype.itemsize
-    if is_fp8(cache_dtype):
-        kv += 2 * cfg.num_layers * per_row * 4
-    if policy == "window" and window and sink:  # unrotated copy of the sink keys, in the compute dtype
-        kv += cfg.num_layers * cfg.num_heads * batch * sink * tpf * cfg.head_dim * compute.itemsize
-    kv *= experts
+
+    def cache_bytes(slots: int) -> int:  # one expert's KV cache of `slots` frame slots
+        per_row = cfg.num_heads * slots * tpf * batch  # token rows of one layer's k (or v)
+        kv = 2 * cfg.num_layers * per_row * cfg.head_dim * cache_dtype.itemsize
+        if is_fp8(cache_dtype):
+            kv += 2 * cfg.num_layers * per_row * 4
+        if policy == "window" and window and sink:  # unrotated copy of the sink keys, in the compute dtype
+            kv += cfg.num_layers * cfg.num_heads * batch * sink * tpf * cfg.head_dim * compute.itemsize
+        return kv
+
+    kv = experts * cache_bytes(slots)
+    host = experts * cache_bytes(cache_slots(parked_frames, chunk_frames, window)) if parked_frames else 0
     text_tokens = cfg.text_len + (CLIP_TOKENS if cfg.image_branch else 0)
     cross = (1 if shared_cross else experts) * 2 * cfg.num_layers * batch * text_tokens * cfg.dim * compute.itemsize
     visible = min(slots, frames)
     act = activation_bytes(cfg, chunk_frames * tpf, chunk_frames // pt, visible * tpf, compute, cache_dtype, policy,
                            batch, sink * tpf)
     return MemoryPlan(cfg, height, width, chunk_frames, frames, window, sink, experts, mode, weight_dtype,
-                      cache_dtype, blocks, batch, shared_cross, policy, weights, kv, cross, act, part_bytes)
+                      cache_dtype, blocks, batch, shared_cross, policy, weights, kv, cross, act, part_bytes, host,
+                      parked_frames)
 
 
 def choose_mode(free_bytes: int, cfg: WanConfig, height: int, width: int, **kw) -> MemoryPlan:
@@ -227,7 +239,7 @@ def alternative(plan: MemoryPlan, free_bytes: int) -> MemoryPlan | None:
 def replace_plan(plan: MemoryPlan, **changes) -> MemoryPlan:
     """The same request with some inputs changed, re-planned."""
     keys = ("chunk_frames", "frames", "window", "sink", "experts", "mode", "weight_dtype", "cache_dtype", "blocks",
-            "batch", "shared_cross", "part_bytes")
+            "batch", "shared_cross", "part_bytes", "parked_frames")
     args = {k: getattr(plan, k) for k in keys}
     args["rope_policy"] = plan.rope_policy
     args.update({k: v for k, v in changes.items() if k in keys or k == "rope_policy"})

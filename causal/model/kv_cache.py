@@ -95,6 +95,16 @@ class KVCache:
         parts = self.k + self.v + self.k_scale + self.v_scale + self.sink_raw
         return sum(t.numel() * t.element_size() for t in parts)
 
+    def copy_to(self, device) -> "KVCache":
+        """A copy of this cache (buffers and bookkeeping) with its buffers on `device` (e.g. parked in host memory
+        and back). The copy keeps the compute device it was planned for."""
+        other = KVCache(self.num_layers, self.window, self.sink, self.policy, self.dtype, self.rope_limit,
+                        self.capacity)
+        for name in ("k", "v", "k_scale", "v_scale", "sink_raw"):
+            setattr(other, name, [t.to(device, copy=True) for t in getattr(self, name)])
+        other.slot_frame, other.sink_offset, other.grid = list(self.slot_frame), list(self.sink_offset), self.grid
+        return other
+
     def clear(self) -> None:
         """Forget every cached frame (buffers are kept for reuse)."""
         self.slot_frame = [-1] * len(self.slot_frame)

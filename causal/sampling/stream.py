@@ -10,6 +10,10 @@ Per chunk: fresh noise -> few-step denoise (expert chosen by t against the bound
 again at t = 0 through every expert (low first, then high) so the caches hold it -> next chunk. Everything a
 later chunk needs lives in the Stream, so prompt switches, continuing a stopped stream (`fork`) and tests use
 the same path.
+
+Continuing never holds the KV caches twice on the compute device: `fork` hands this stream's cache buffers to
+the new stream and keeps a copy in host memory ("parked"), copied back only if this stream is forked or run
+again.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import torch
 
 from .experts import ExpertPair
 from ..model.kv_cache import KVCache, check_window, resolve_policy
+
+HOST = torch.device("cpu")  # where a forked stream parks its caches
 from .prompts import PromptSchedule
 from .schedule import CONTEXT_T, SELF_FORCING_STEPS, CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, predict, renoise
 
@@ -63,6 +69,7 @@ class Stream:
         n_layers = experts.config.num_layers
         self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,
                                   capacity=o.max_frames) for n in experts.names}
+        self.parked = False  # the caches wait in host memory (this stream was forked)
         self.cross: dict[str, list] = {}
         self.prompt: torch.Tensor | None = None
         self.clip_fea: torch.Tensor | None = None
@@ -116,6 +123,8 @@ class Stream:
         self.expert_calls.append((name, t))
         if len(self.expert_calls) > 1024:  # bounded, so endless streams keep constant memory
             del self.expert_calls[:512]
+        if self.parked:  # run again after a fork: its own copy back on the compute device
+            self.caches, self.parked = self._cache_copies(self.device), False
         tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.float32)
         with torch.no_grad():
             return model(x, tt, cross_kv=self.cross[name], y=self._cond(start, x.shape[2]),
@@ -206,14 +215,26 @@ class Stream:
             yield self.next_chunk()
 
     def fork(self) -> "Stream":
-        """An independent copy of this stream (caches, RNG, position) that can go on on its own."""
+        """A stream that goes on from here on its own (caches, RNG, position), while this one stays as it is.
+
+        The new stream takes over the cache buffers on the compute device; this stream keeps a copy in host
+        memory (parked; 1 x cache_bytes() of host memory) and brings it back only when it is forked again (a
+        re-queue: that fork gets the copy) or run itself. So the caches are on the device once per running
+        stream, never twice for one continue."""
         other = copy.copy(self)
-        other.caches = copy.deepcopy(self.caches)
+        if self.parked:
+            other.caches = self._cache_copies(self.device)
+        else:
+            other.caches, self.caches, self.parked = self.caches, self._cache_copies(HOST), True
+        other.parked = False
         other.history = list(self.history)
         other.cross = dict(self.cross)
         other.expert_calls = list(self.expert_calls)
         other.generator = torch.Generator().set_state(self.generator.get_state())
         return other
+
+    def _cache_copies(self, device) -> dict[str, KVCache]:
+        return {n: c.copy_to(device) for n, c in self.caches.items()}
 
     def cache_bytes(self) -> int:
         return sum(c.nbytes() for c in self.caches.values())

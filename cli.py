@@ -74,6 +74,21 @@ def real_models(a, device, dtype):
     return experts, vae, lambda prompt: encoder.encode([prompt])[0][None]
 
 
+def apply_loras(experts, specs: list[str]) -> str:
+    """--lora FILE[:STRENGTH] (repeatable) -> those LoRAs in force on every expert; their summary line."""
+    from .causal.weights.lora import activate, check_strength
+    from .causal.weights.lora_keys import read_lora
+
+    uses = []
+    for spec in specs:
+        path, _, strength = spec.rpartition(":")
+        if not path or not strength.replace(".", "", 1).lstrip("-").isdigit():  # no strength (or a C:\ path)
+            path, strength = spec, "1"
+        s = check_strength(strength, f"--lora {spec}")
+        uses.append((read_lora(path), s, s))
+    return activate(experts, uses)
+
+
 def prompt_schedule(a, encode, device) -> PromptSchedule:
     """--prompt from chunk 0, then each --switch CHUNK PROMPT."""
     changes = [PromptChange(0, encode(a.prompt).to(device))]
@@ -96,6 +111,8 @@ def parse_args(argv):
     src.add_argument("--model", help="one dense causal checkpoint (Self-Forcing / CausVid 1.3B)")
     src.add_argument("--vae", help="Wan2.1 VAE file or diffusers vae/ folder")
     src.add_argument("--text-encoder", help="umT5 file or folder (diffusers text_encoder/ + tokenizer/)")
+    src.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                     help="a LoRA on every expert (strength default 1); repeat to stack LoRAs")
     ap.add_argument("--image", default=str(BUNDLED_IMAGE), help="start image (default: the bundled picture)")
     ap.add_argument("--prompt", default="a calm lake under a warm evening sun, gentle waves, birds flying")
     ap.add_argument("--switch", nargs=2, action="append", default=[], metavar=("CHUNK", "PROMPT"),
@@ -142,6 +159,8 @@ def run(a) -> dict:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         experts, vae, encode = real_models(a, device, dtype)
         width, height = a.width or 832, a.height or 480
+    if a.lora:
+        print(apply_loras(experts, a.lora), flush=True)
     (w16, note_w), (h16, note_h) = snap(width, "width"), snap(height, "height")
     for note in (note_w, note_h):
         if note:

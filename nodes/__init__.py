@@ -2,6 +2,7 @@
 from .chunk_sampler import CausalWanChunkSampler
 from .continue_stream import CausalWanContinue
 from .decode import CausalWanDecode
+from .lora import CausalWanLoRA
 from .model_loader import CausalWanModelLoader
 from .prompt_switch import CausalWanPromptSwitch
 from .start_image import CausalWanImageConditioner
@@ -10,6 +11,7 @@ from .vae_loader import CausalWanVAELoader
 
 NODE_CLASS_MAPPINGS = {
     "CausalWanModelLoader": CausalWanModelLoader,
+    "CausalWanLoRA": CausalWanLoRA,
     "CausalWanVAELoader": CausalWanVAELoader,
     "CausalWanImageConditioner": CausalWanImageConditioner,
     "CausalWanTextEncode": CausalWanTextEncode,
@@ -21,6 +23,7 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CausalWanModelLoader": "CausalWan Model Loader",
+    "CausalWanLoRA": "CausalWan LoRA",
     "CausalWanVAELoader": "CausalWan VAE Loader",
     "CausalWanImageConditioner": "CausalWan Start (Image or Text)",
     "CausalWanTextEncode": "CausalWan Text Encode (umT5)",

@@ -81,7 +81,7 @@ class CausalWanChunkSampler:
 
     def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=3,
                window_frames=0, sink_frames=0, vae=None, unique_id=None):
-        model.check()
+        model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
         node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
         options = stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames)
         schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,

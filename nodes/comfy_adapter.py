@@ -22,7 +22,7 @@ import torch
 log = logging.getLogger("causalwan")
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
-FOLDER_KINDS = ("diffusion_models", "vae", "text_encoders")
+FOLDER_KINDS = ("diffusion_models", "vae", "text_encoders", "loras")
 CHUNK_EVENT = "causalwan.chunk"
 _DIFFUSERS_MARKERS = ("model_index.json", "transformer/config.json")
 _FOLDER_SEARCH_DEPTH = 2

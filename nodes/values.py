@@ -6,7 +6,7 @@ the fork takes over the caches on the device, the original keeps a copy in host 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -30,6 +30,19 @@ class LoadedModel:
     offload: str = "resident"  # the mode in force ("auto" already resolved)
     policy: object = None  # causal.offload.Offload attached to the experts
     released: bool = False
+    loras: tuple = ()  # causal.weights.lora.LoraUse entries, in the order the LoRA nodes added them
+
+    def with_lora(self, use) -> "LoadedModel":
+        """A copy of this value with one more LoRA (the experts are shared; nothing is applied yet)."""
+        return replace(self, loras=self.loras + (use,))
+
+    def use(self) -> str:
+        """check(), then put exactly this value's LoRAs in force on the shared experts (taking off any others,
+        e.g. those of an earlier queue or of a bypassed LoRA node); returns the LoRA summary line."""
+        from ..causal.weights.lora import activate
+
+        self.check()
+        return activate(self.experts, list(self.loras))
 
     @property
     def config(self):
@@ -119,4 +132,4 @@ class StreamState:
         if self.stream is None:
             raise ValueError("this stream was released to free memory when its node ran again; queue the "
                              "workflow again (change any input of that node, e.g. the seed, if it is cached)")
-        self.model.check()
+        self.model.use()

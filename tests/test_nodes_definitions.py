@@ -11,6 +11,7 @@ MAPPINGS = causalwan.NODE_CLASS_MAPPINGS
 EXPECTED = {
     "CausalWanModelLoader": (("CAUSALWAN_MODEL", "STRING"), ["high_noise_model", "low_noise_model", "diffusers_folder",
                                                              "weight_dtype", "boundary", "offload"]),
+    "CausalWanLoRA": (("CAUSALWAN_MODEL", "STRING"), ["model", "lora_name", "strength_high", "strength_low"]),
     "CausalWanVAELoader": (("CAUSALWAN_VAE",), ["vae_name", "dtype"]),
     "CausalWanImageConditioner": (("CAUSALWAN_START", "STRING"), ["width", "height", "fit", "image", "vae"]),
     "CausalWanPromptSwitch": (("CAUSALWAN_PROMPTS",), ["conditioning_1", "switch_mode", "blend_chunks",

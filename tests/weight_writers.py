@@ -168,3 +168,69 @@ def tiny_spiece(words: list[str], vocab_size: int) -> bytes:
                                    eos_id=1, unk_id=2, bos_id=-1, model_type="unigram", hard_vocab_limit=False,
                                    minloglevel=2)
     return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------- LoRA files
+LORA_FORMATS = ("original", "kohya", "diffusers", "peft")
+
+
+def lora_factors(model, rank=4, seed=0, targets=None, scale=0.3) -> dict:
+    """{param name: (up, down)} random factors for every Linear weight in the blocks, the head and the text
+    embedding (or `targets`), plus the patch-embedding conv."""
+    g = torch.Generator().manual_seed(seed)
+    sd = model.state_dict()
+    names = targets or [k for k, v in sd.items() if k.endswith(".weight") and v.dim() == 2 and not
+                        k.startswith("time_")] + ["patch_embedding.weight"]
+    out = {}
+    for k in names:
+        shape = sd[k].shape
+        up = torch.randn(shape[0], rank, generator=g) * scale
+        down = torch.randn(rank, *shape[1:], generator=g) * scale
+        out[k] = (up, down)
+    return out
+
+
+def write_lora(path, factors: dict, fmt="original", alpha=None, diffs=None, dtype=torch.float32) -> Path:
+    """A LoRA file in one of the key formats in circulation for Wan.
+
+    original: diffusion_model.<layer>.lora_down/lora_up.weight + .alpha; kohya: lora_unet_<layer with _>... +
+    .alpha; diffusers: transformer.<diffusers layer>.lora_A/lora_B.weight (no alpha); peft:
+    base_model.model.<layer>.lora_A.default.weight. diffs: {param: tensor} written as <layer>.diff / .diff_b."""
+    out = {}
+    for param, (up, down) in factors.items():
+        layer = param[: -len(".weight")]
+        if fmt == "original":
+            base, a, b = f"diffusion_model.{layer}", "lora_down.weight", "lora_up.weight"
+        elif fmt == "kohya":
+            base, a, b = "lora_unet_" + layer.replace(".", "_"), "lora_down.weight", "lora_up.weight"
+        elif fmt == "diffusers":
+            base, a, b = "transformer." + keymap.to_diffusers(layer + ".")[:-1], "lora_A.weight", "lora_B.weight"
+        elif fmt == "peft":
+            base, a, b = f"base_model.model.{layer}", "lora_A.default.weight", "lora_B.default.weight"
+        else:
+            raise ValueError(fmt)
+        out[f"{base}.{a}"], out[f"{base}.{b}"] = down.to(dtype), up.to(dtype)
+        if alpha is not None and fmt in ("original", "kohya"):
+            out[f"{base}.alpha"] = torch.tensor(float(alpha))
+    for param, d in (diffs or {}).items():
+        layer, _, name = param.rpartition(".")
+        key = {"weight": f"{layer}.diff", "bias": f"{layer}.diff_b"}.get(name, f"{param}.diff")
+        out[f"diffusion_model.{key}"] = d.to(dtype)
+    save_file({k: v.contiguous() for k, v in out.items()}, str(path))
+    return Path(path)
+
+
+def merged_reference(model, uses) -> "torch.nn.Module":
+    """The closed form: a copy of `model` with W + s * (alpha / r) * up @ down (+ s * diff) for each
+    (strength, factors, alpha, diffs) in `uses`, computed in float64."""
+    ref = ref_like(model)
+    sd = {k: v.double() for k, v in model.state_dict().items()}
+    for s, factors, alpha, diffs in uses:
+        for k, (up, down) in factors.items():
+            r = down.shape[0]
+            sc = (alpha if alpha is not None else r) / r
+            sd[k] = sd[k] + s * sc * (up.double() @ down.double().flatten(1)).reshape(sd[k].shape)
+        for k, d in (diffs or {}).items():
+            sd[k] = sd[k] + s * d.double().reshape(sd[k].shape)
+    ref.load_state_dict({k: v.float() for k, v in sd.items()})
+    return ref

@@ -4,47 +4,45 @@
     python -m causalwan.cli --folder CausalWan2.2-I2V-A14B-Diffusers --prompt "..." --out out/video.mp4
     python -m causalwan.cli --prompt "a fox walks" --switch 4 "the fox starts to run"   # prompt switch at chunk 4
 
-Frames are decoded and appended to the MP4 as each chunk finishes; per-chunk timings are printed.
+(installed with pip, the same command is `causalwan-run`). Every input is checked before anything is loaded; a
+bad one ends the run with one line `error: ...` and exit code 2. Frames are decoded and appended to
+<out>.partial.mp4 as each chunk finishes, which becomes <out> only when the video is complete: a failure or
+Ctrl-C leaves an existing <out> as it was.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
+import logging
+import signal
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from .causal.memory.memory_plan import GIB, plan_memory
 from .causal.model.config import WanConfig
-from .causal.sampling.experts import ExpertPair
 from .causal.model.transformer import CausalWanModel
+from .causal.sampling.experts import ExpertPair
 from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
-from .causal.sampling.schedule import parse_steps
 from .causal.sampling.stream import Stream, StreamOptions
-from .vae.image_fit import fit_image, snap
+from .cli_checks import BUNDLED_IMAGE, CheckedArgs, UsageError, check_args
 from .vae.random_init import random_vae
 from .vae.streaming import StreamingDecoder
 from .video_writer import Mp4Writer
 
-BUNDLED_IMAGE = Path(__file__).resolve().parent / "assets" / "start.png"
 DEMO_CONFIG = WanConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=64, text_len=32, freq_dim=64)
+DEFAULT_PROMPT = "a calm lake under a warm evening sun, gentle waves, birds flying"
 
 
-def load_image(path, width: int, height: int) -> torch.Tensor:
-    """An image file -> IMAGE [1, height, width, 3] in [0, 1], fitted as the Start node fits it."""
-    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    return fit_image(torch.from_numpy(img)[None], width, height)
-
-
-def demo_models(seed: int):
+def demo_models(seed: int, boundary: float | None = None, shift: float | None = None):
     """Tiny random-weight experts and VAE: the pipeline runs end to end, the picture is noise."""
     torch.manual_seed(seed)
     high, low = CausalWanModel(DEMO_CONFIG).eval(), CausalWanModel(DEMO_CONFIG).eval()
-    return ExpertPair(low=low, high=high, boundary=875.0, shift=5.0), random_vae(base_dim=8, seed=seed)
+    pair = ExpertPair(low=low, high=high, boundary=boundary or 875.0, shift=shift or 5.0)
+    return pair, random_vae(base_dim=8, seed=seed)
 
 
 def demo_text(prompt: str, cfg: WanConfig) -> torch.Tensor:
@@ -53,146 +51,210 @@ def demo_text(prompt: str, cfg: WanConfig) -> torch.Tensor:
     return torch.randn(1, 12, cfg.text_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def real_models(a, device, dtype):
-    from .causal.weights.text_encoder import load_text_encoder
+def real_models(c: CheckedArgs, dtype):
     from .causal.weights.loader import load_experts
+    from .causal.weights.text_encoder import load_text_encoder
     from .vae.weights import load_vae
 
-    folder_arg = a.folder or (a.model if a.model and Path(a.model).is_dir() else None)
-    low = a.low or (a.model if a.model and not Path(a.model).is_dir() else None)
-    experts = load_experts(high=a.high, low=low, folder=folder_arg, dtype=dtype, device=device,
-                           boundary=a.boundary, shift=a.shift)
-    folder = Path(a.folder) if a.folder else None
-    vae_path = a.vae or (folder / "vae" if folder and (folder / "vae").is_dir() else None)
-    te_path = a.text_encoder or (folder if folder and (folder / "text_encoder").is_dir() else None)
-    if vae_path is None or te_path is None:
-        missing = "--vae" if vae_path is None else "--text-encoder"
-        raise SystemExit(f"error: {missing} is needed with these model files (a diffusers folder carries vae/ and "
-                         f"text_encoder/ itself)")
-    vae = load_vae(vae_path, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
-    encoder = load_text_encoder(te_path, device=device)
+    f, device = c.files, c.device
+    vae = load_vae(f.vae, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+    experts = load_experts(high=f.high, low=None if f.folder else f.low, folder=f.folder, dtype=dtype,
+                           device=device, boundary=c.boundary, shift=c.shift)
+    encoder = load_text_encoder(f.text_encoder, device=device)
     return experts, vae, lambda prompt: encoder.encode([prompt])[0][None]
 
 
-def apply_loras(experts, specs: list[str]) -> str:
-    """--lora FILE[:STRENGTH] (repeatable) -> those LoRAs in force on every expert; their summary line."""
-    from .causal.weights.lora import activate, check_strength
+def apply_loras(experts, loras: list) -> str:
+    """The checked --lora files and strengths in force on every expert; their summary line."""
+    from .causal.weights.lora import activate
     from .causal.weights.lora_keys import read_lora
 
-    uses = []
-    for spec in specs:
-        path, _, strength = spec.rpartition(":")
-        if not path or not strength.replace(".", "", 1).lstrip("-").isdigit():  # no strength (or a C:\ path)
-            path, strength = spec, "1"
-        s = check_strength(strength, f"--lora {spec}")
-        uses.append((read_lora(path), s, s))
-    return activate(experts, uses)
+    return activate(experts, [(read_lora(path), s, s) for path, s in loras])
 
 
-def prompt_schedule(a, encode, device) -> PromptSchedule:
-    """--prompt from chunk 0, then each --switch CHUNK PROMPT."""
-    changes = [PromptChange(0, encode(a.prompt).to(device))]
-    for chunk, prompt in a.switch:
-        if not chunk.lstrip("-").isdigit():
-            raise ValueError(f"--switch takes a chunk number and a prompt, got {chunk!r} {prompt!r}")
-        changes.append(PromptChange(int(chunk), encode(prompt).to(device), a.switch_mode))
-    schedule = PromptSchedule(changes)
-    schedule.check(a.chunks)  # before the stream starts and the video file is opened
-    return schedule
+def memory_plan(c: CheckedArgs, a, dtype) -> str:
+    """The planner's line for this run, from the file headers (nothing loaded yet)."""
+    if c.files.demo:
+        cfg, experts = DEMO_CONFIG, 2
+    else:
+        from .causal.weights.loader import peek_experts
+
+        cfg, experts = peek_experts(c.files.high, None if c.files.folder else c.files.low, c.files.folder)
+    plan = plan_memory(cfg, c.height, c.width, chunk_frames=a.frames_per_chunk,
+                       frames=1 + a.chunks * a.frames_per_chunk, window=a.window or None, sink=a.sink,
+                       experts=experts, weight_dtype=dtype, shared_cross=experts == 2)
+    line = f"memory plan: {plan.describe()}"
+    if c.device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(c.device))[0]
+        line += f"; {free / GIB:.1f} GiB free on {c.device}"
+    return line
+
+
+def shown(prompt: str, width: int = 48) -> str:
+    return repr(prompt if len(prompt) <= width else prompt[:width - 3] + "...")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        self.exit(2, f"error: {message}; run with --help to see every option\n")
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m causalwan.cli", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m causalwan.cli (or causalwan-run)", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("model files (none given: a tiny random demo model)")
     src.add_argument("--folder", help="diffusers folder of the release (transformer/, transformer_2/, vae/, ...)")
-    src.add_argument("--high", help="high-noise expert file (ComfyUI diffusion_models single file)")
-    src.add_argument("--low", help="low-noise expert file")
+    src.add_argument("--high", help="high-noise expert file (ComfyUI diffusion_models single file); needs --low")
+    src.add_argument("--low", help="low-noise expert file; needs --high")
     src.add_argument("--model", help="one dense causal checkpoint (Self-Forcing / CausVid 1.3B)")
-    src.add_argument("--vae", help="Wan2.1 VAE file or diffusers vae/ folder")
-    src.add_argument("--text-encoder", help="umT5 file or folder (diffusers text_encoder/ + tokenizer/)")
+    src.add_argument("--vae", help="Wan2.1 VAE file or diffusers vae/ folder (default: the folder's vae/)")
+    src.add_argument("--text-encoder", help="umT5 file or folder (default: the folder's text_encoder/ + tokenizer/)")
     src.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
-                     help="a LoRA on every expert (strength default 1); repeat to stack LoRAs")
-    ap.add_argument("--image", default=str(BUNDLED_IMAGE), help="start image (default: the bundled picture)")
-    ap.add_argument("--prompt", default="a calm lake under a warm evening sun, gentle waves, birds flying")
+                     help="a LoRA on every expert (strength default 1); repeat to stack LoRAs (default: none)")
+    ap.add_argument("--image", default=str(BUNDLED_IMAGE), help="start image, PNG or JPEG (default: the bundled "
+                                                                "assets/start.png)")
+    ap.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"text from chunk 0 on (default: '{DEFAULT_PROMPT}')")
     ap.add_argument("--switch", nargs=2, action="append", default=[], metavar=("CHUNK", "PROMPT"),
-                    help="from chunk CHUNK (counted from 0) on, use PROMPT; repeat for more switches")
+                    help="from chunk CHUNK (counted from 0, as the progress lines count) on, use PROMPT; repeat for "
+                         "more switches (default: none)")
     ap.add_argument("--switch-mode", default="recache", choices=SWITCH_MODES,
-                    help="cut: new text only; recache: re-run the cached frames under it; blend: over 2 chunks")
-    ap.add_argument("--chunks", type=int, default=7, help="chunks of latent frames after the start frame")
-    ap.add_argument("--frames-per-chunk", type=int, default=3)
+                    help="cut: new text only; recache: re-run the cached frames under it; blend: over 2 chunks "
+                         "(default: %(default)s)")
+    ap.add_argument("--chunks", type=int, default=7, help="chunks after the start frame, each --frames-per-chunk "
+                                                          "latent frames = 4x video frames (default: %(default)s)")
+    ap.add_argument("--frames-per-chunk", type=int, default=3, help="latent frames per chunk (default: %(default)s)")
     ap.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 832; demo 256)")
     ap.add_argument("--height", type=int, default=None, help="pixels, multiple of 16 (default 480; demo 160)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", default=None, help="timesteps, e.g. '1000,750,500,250' (default: the model's)")
-    ap.add_argument("--shift", type=float, default=None, help="scheduler shift (default: the checkpoint's)")
-    ap.add_argument("--boundary", type=float, default=None, help="expert boundary timestep (default: checkpoint)")
-    ap.add_argument("--window", type=int, default=0, help="attention window in latent frames (0: none)")
-    ap.add_argument("--sink", type=int, default=0, help="sink frames kept in the window")
-    ap.add_argument("--fps", type=int, default=16)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="out/causalwan_demo.mp4")
+    ap.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2^64-1 (default: %(default)s)")
+    ap.add_argument("--steps", default=None, help="timesteps, e.g. '1000,750,500,250' (default: the model's own: 8 "
+                                                  "for CausalWan2.2-I2V-A14B and the demo, 4 for a dense model)")
+    ap.add_argument("--shift", type=float, default=None, help="scheduler shift, positive (default: the "
+                                                              "checkpoint's, else 5)")
+    ap.add_argument("--boundary", type=float, default=None, help="expert boundary timestep in (0, 1000) "
+                                                                 "(default: the checkpoint's, else 875)")
+    ap.add_argument("--window", type=int, default=0, help="attention window in latent frames, 0: none "
+                                                          "(default: %(default)s; e.g. 12 for long streams)")
+    ap.add_argument("--sink", type=int, default=0, help="sink frames kept in the window, smaller than --window "
+                                                        "(default: %(default)s; e.g. 3)")
+    ap.add_argument("--fps", type=int, default=16, help="frames per second of the MP4 (default: %(default)s)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu, cuda, cuda:N or mps (default here: %(default)s)")
+    ap.add_argument("--out", default="out/causalwan_demo.mp4", help="MP4 file to write (default: %(default)s)")
     return ap.parse_args(argv)
+
+
+class Stopped(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: the run stops where it is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+def fail(message: str, code: int):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
     try:
-        return run(a)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # bad input: one readable line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        c = check_args(a)
+    except UsageError as err:  # bad input: one readable line, no traceback, nothing loaded or written
+        fail(str(err), 2)
+    existed = c.out.exists()
+    kept = (f"'{c.out}' is kept as it was" if existed else f"no video was written to '{c.out}'") + \
+        " (the unfinished file was removed)"
+    report = {"chunks": 0}
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run(a, c, report)
+    except Stopped as s:
+        name = signal.Signals(s.signum).name
+        print(f"cancelled by {name} after {report['chunks']} of {a.chunks} chunks: {kept}", file=sys.stderr,
+              flush=True)
+        raise SystemExit(128 + s.signum) from None
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
+        what = f"no room to write the video ({err.strerror})" if full else str(err)
+        fail(f"{what} after {report['chunks']} of {a.chunks} chunks: {kept}; "
+             f"{'free disk space or choose another --out' if full else 'check --out and the files given'}", 1)
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        fail(f"{first} after {report['chunks']} of {a.chunks} chunks: {kept}; try a smaller --width/--height, "
+             f"a --window, or fewer --chunks", 1)
+    except ValueError as err:  # weights that do not load, found only when they are read
+        fail(f"{str(err).strip()}: {kept}", 2)
+    except RuntimeError as err:
+        fail(f"{str(err).strip().splitlines()[0]}: {kept}", 1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
-def run(a) -> dict:
-    demo = not any((a.folder, a.high, a.low, a.model))
-    device = a.device
-    if demo:
+def run(a, c: CheckedArgs, report: dict) -> dict:
+    device = c.device
+    logging.getLogger("causalwan").setLevel(logging.INFO)  # loading progress of large files
+    if not logging.getLogger("causalwan").handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("causalwan").addHandler(handler)
+    for note in c.notes:
+        print(f"note: {note}")
+    dtype = torch.float32 if c.files.demo or device == "cpu" else torch.bfloat16
+    print(memory_plan(c, a, dtype), flush=True)
+    if c.files.demo:
         print("No model files given: running a tiny built-in model with RANDOM weights. The pipeline runs end to "
               "end (encode, stream, decode, MP4), but the video will be noise because no weights are present. "
               "Pass --folder (or --high/--low, or --model) to use real weights.", flush=True)
-        experts, vae = demo_models(a.seed)
+        experts, vae = demo_models(a.seed, c.boundary, c.shift)
         experts.low.to(device), experts.high.to(device), vae.to(device)
         encode = lambda prompt: demo_text(prompt, DEMO_CONFIG)  # noqa: E731
-        width, height = a.width or 256, a.height or 160
     else:
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        experts, vae, encode = real_models(a, device, dtype)
-        width, height = a.width or 832, a.height or 480
-    if a.lora:
-        print(apply_loras(experts, a.lora), flush=True)
-    (w16, note_w), (h16, note_h) = snap(width, "width"), snap(height, "height")
-    for note in (note_w, note_h):
-        if note:
-            print(f"note: {note}")
-    schedule = prompt_schedule(a, encode, device)
-    image = load_image(a.image, w16, h16)
+        experts, vae, encode = real_models(c, dtype)
+    if c.loras:
+        print(apply_loras(experts, c.loras), flush=True)
+    changes = [PromptChange(0, encode(a.prompt).to(device))]
+    changes += [PromptChange(k, encode(p).to(device), a.switch_mode) for k, p in c.switches]
+    schedule = PromptSchedule(changes)
+    texts = {0: a.prompt, **dict(c.switches)}
     t0 = time.perf_counter()
-    start = vae.encode_images(image.to(device))
-    opts = StreamOptions(chunk_frames=a.frames_per_chunk, steps=parse_steps(a.steps) if a.steps else None,
-                         shift=a.shift, window=a.window or None, sink=a.sink,
-                         max_frames=start.shape[2] + a.chunks * a.frames_per_chunk)
+    start = vae.encode_images(c.image.to(device))
+    opts = StreamOptions(chunk_frames=a.frames_per_chunk, steps=c.steps, shift=c.shift, window=a.window or None,
+                         sink=a.sink, max_frames=start.shape[2] + a.chunks * a.frames_per_chunk)
     stream = Stream(experts, seed=a.seed, options=opts, device=device)
     stream.set_prompt(schedule.changes[0].context)
     stream.prime(start)
     decoder = StreamingDecoder(vae)
     timings = []
-    with Mp4Writer(a.out, fps=a.fps) as writer:
+    with Mp4Writer(c.out, fps=a.fps) as writer:
         writer.write(decoder.decode(start))
-        print(f"start frame encoded and primed in {time.perf_counter() - t0:.2f}s", flush=True)
+        print(f"start frame encoded and primed in {time.perf_counter() - t0:.2f}s; prompt 1 {shown(a.prompt)}",
+              flush=True)
         chunks = stream.run(a.chunks, schedule)
         for k in range(a.chunks):
+            if k in texts and k:
+                number = sorted(texts).index(k) + 1
+                print(f"chunk {k}: switching to prompt {number} {shown(texts[k])} ({a.switch_mode})", flush=True)
             t1 = time.perf_counter()
             chunk = next(chunks)
             t2 = time.perf_counter()
             frames = decoder.decode(chunk)
             writer.write(frames)
             t3 = time.perf_counter()
-            timings.append({"chunk": k + 1, "denoise_s": round(t2 - t1, 3), "decode_s": round(t3 - t2, 3),
-                            "frames": frames.shape[0]})
-            print(f"chunk {k + 1}/{a.chunks}: denoise {t2 - t1:.2f}s, decode {t3 - t2:.2f}s, "
-                  f"{frames.shape[0]} frames (total {writer.frames})", flush=True)
-    summary = {"out": str(a.out), "frames": writer.frames, "size": [w16, h16], "demo": demo,
+            report["chunks"] = k + 1
+            in_force = max(j for j in texts if j <= k)
+            timings.append({"chunk": k, "denoise_s": round(t2 - t1, 3), "decode_s": round(t3 - t2, 3),
+                            "frames": frames.shape[0], "prompt": sorted(texts).index(in_force) + 1})
+            print(f"chunk {k} ({k + 1} of {a.chunks}), prompt {sorted(texts).index(in_force) + 1} "
+                  f"{shown(texts[in_force], 32)}: denoise "
+                  f"{t2 - t1:.2f}s, decode {t3 - t2:.2f}s, {frames.shape[0]} frames (total {writer.frames})",
+                  flush=True)
+    summary = {"out": str(c.out), "frames": writer.frames, "size": [c.width, c.height], "demo": c.files.demo,
                "total_s": round(time.perf_counter() - t0, 2), "per_chunk": timings}
     print(json.dumps({k: v for k, v in summary.items() if k != "per_chunk"}))
     return summary

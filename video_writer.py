@@ -17,6 +17,7 @@ class Mp4Writer:
         import av
 
         self.path = Path(path)
+        self._made = [p for p in reversed(self.path.parents) if not p.exists()]  # folders to remove on abort
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.stem + ".partial.mp4")
         self._container = av.open(str(self.partial), mode="w")
@@ -46,15 +47,26 @@ class Mp4Writer:
 
     def close(self) -> None:
         """Finish the file and move it to its target name."""
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+        except BaseException:
+            self.abort()
+            raise
         self.partial.replace(self.path)
 
     def abort(self) -> None:
-        """Drop the unfinished file; the target is left as it was."""
-        self._container.close()
-        self.partial.unlink(missing_ok=True)
+        """Drop the unfinished file; the target is left as it was (also when closing fails, e.g. on a full disk)."""
+        try:
+            self._container.close()
+        except Exception:  # the write that failed made closing fail too; the file goes anyway
+            pass
+        finally:
+            self.partial.unlink(missing_ok=True)
+            for folder in reversed(self._made):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
 
     def __enter__(self):
         return self

@@ -105,8 +105,8 @@ def test_window_policy_goes_past_the_rope_table():
 
 @pytest.mark.parametrize("window,sink,chunk,msg", [
     (2, 0, 3, "cannot hold a chunk of 3"),
-    (4, 4, 1, "must be smaller than the window"),
-    (5, 3, 3, "at least 6 frames"),
+    (4, 4, 1, "sink_frames 4 must be smaller than window_frames 4"),
+    (5, 3, 3, "use window_frames 6 or more"),
 ])
 def test_bad_windows(window, sink, chunk, msg):
     m = tiny_model()

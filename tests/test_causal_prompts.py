@@ -106,7 +106,7 @@ def test_bad_schedules_and_windows():
         PromptSchedule([])
     with pytest.raises(ValueError, match="cannot hold a chunk"):
         stream(window=2)
-    with pytest.raises(ValueError, match="smaller than the window"):
+    with pytest.raises(ValueError, match="must be smaller than window_frames"):
         stream(window=4, sink=4)
     with pytest.raises(ValueError, match="same chunk"):
         PromptSchedule([PromptChange(1, A), PromptChange(1, B)])

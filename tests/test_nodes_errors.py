@@ -121,7 +121,7 @@ def test_sampler_settings_that_cannot_work(dense):
     assert CausalWanChunkSampler.VALIDATE_INPUTS(steps="1000, 750") is True
     assert CausalWanChunkSampler.VALIDATE_INPUTS(steps="") is True
     assert "strictly decreasing" in CausalWanChunkSampler.VALIDATE_INPUTS(steps="500, 750")
-    with pytest.raises(ValueError, match="sink_frames=3 needs an attention window"):
+    with pytest.raises(ValueError, match="sink_frames 3 needs an attention window"):
         sample(dense, conditioning(), sink_frames=3)
     with pytest.raises(ValueError, match="cannot hold a chunk of 3 frames"):
         sample(dense, conditioning(), window_frames=4, sink_frames=2)

@@ -32,7 +32,7 @@ def test_truncated_and_garbage_safetensors(tmp_path, good):
     assert str(cut) in str(e.value) and "download it again" in str(e.value)
     html = tmp_path / "page.safetensors"
     html.write_bytes(b"<!DOCTYPE html><html>rate limited</html>" * 4)
-    with pytest.raises(WeightsError, match="could not read .*page.safetensors.* as safetensors"):
+    with pytest.raises(WeightsError, match="page.safetensors.* is a web page or an error message, not weights"):
         load_transformer(html)
 
 

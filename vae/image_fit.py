@@ -22,6 +22,19 @@ def snap(value: int, name: str) -> tuple[int, str]:
     return snapped, f"{name} {value} snapped to {snapped} (a multiple of {MULTIPLE})"
 
 
+def check_image(image: torch.Tensor, name: str = "image") -> None:
+    """An IMAGE [N, H, W, 3 or 4] with pixels and finite values, or one readable error naming `name`."""
+    if image.dim() != 4 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"{name}: expected an IMAGE [frames, height, width, 3], got {list(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name} is empty ({image.shape[2]}x{image.shape[1]} pixels, {image.shape[0]} frames); "
+                         f"give a picture with at least one pixel")
+    if not torch.isfinite(image).all():
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite values; the node before it produced broken pixels, "
+                         f"fix or replace that image")
+
+
 def fit_image(image: torch.Tensor, width: int, height: int, fit: str = "crop") -> torch.Tensor:
     """IMAGE [N, H, W, 3] -> [N, height, width, 3]: scaled to cover and centre-cropped ("crop"), or stretched."""
     x = image.movedim(-1, 1).float()

@@ -34,19 +34,25 @@ def resolve_policy(policy: str, window: int | None) -> str:
     return policy if policy != "auto" else ("window" if window else "absolute")
 
 
-def check_window(window: int | None, sink: int, chunk_frames: int | None = None) -> None:
-    """Raise a readable error for a window that cannot work."""
+WINDOW_NAMES = ("window_frames", "sink_frames", "frames_per_chunk")  # the node's words; the CLI passes its flags
+
+
+def check_window(window: int | None, sink: int, chunk_frames: int | None = None, names=WINDOW_NAMES) -> None:
+    """Raise a readable error for a window that cannot work; `names` are the user's words for the three values."""
+    w, s, c = names
+    if sink < 0:
+        raise ValueError(f"{s} {sink} cannot be used: sink frames are 0 or more (e.g. 3 with a window of 12)")
     if window is None:
         if sink:
-            raise ValueError(f"sink_frames={sink} needs an attention window; set window_frames or sink_frames=0")
+            raise ValueError(f"{s} {sink} needs an attention window; set {w} (e.g. 12) or {s} 0")
         return
     if window < 1:
-        raise ValueError(f"window_frames must be at least 1 (got {window}); use 0/None for no window")
-    if sink < 0 or sink >= window:
-        raise ValueError(f"sink_frames ({sink}) must be smaller than the window ({window} frames)")
+        raise ValueError(f"{w} {window} cannot be used: give a window of at least 1 frame, or 0 for no window")
+    if sink >= window:
+        raise ValueError(f"{s} {sink} must be smaller than {w} {window}; e.g. {w} 12 with {s} 3")
     if chunk_frames is not None and chunk_frames > window - sink:
-        raise ValueError(f"an attention window of {window} frames with {sink} sink frames cannot hold a chunk of "
-                         f"{chunk_frames} frames; use a window of at least {chunk_frames + sink} frames")
+        raise ValueError(f"{w} {window} with {s} {sink} cannot hold a chunk of {chunk_frames} frames ({c}); "
+                         f"use {w} {chunk_frames + sink} or more")
 
 
 @dataclass

@@ -53,7 +53,7 @@ def plan_steps(steps, shift: float, boundary_t: float | None = None) -> list[Ste
     if not steps:
         raise ValueError("the step list is empty; give at least one timestep such as 1000")
     if any(not 0 < s <= GRID for s in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
-        raise ValueError(f"steps must be strictly decreasing timesteps in (0, 1000], got {steps}")
+        raise ValueError(f"steps must be strictly decreasing timesteps in (0, 1000], got {steps}, e.g. 1000, 750, 500")
     if shift <= 0:
         raise ValueError(f"shift must be positive, got {shift}")
     out = []
@@ -64,14 +64,19 @@ def plan_steps(steps, shift: float, boundary_t: float | None = None) -> list[Ste
     return out
 
 
-def parse_steps(text: str) -> list[float]:
-    """'1000, 750, 500, 250' -> [1000.0, 750.0, 500.0, 250.0] with a readable error."""
+def parse_steps(text: str, name: str = "steps") -> list[float]:
+    """'1000, 750, 500, 250' -> [1000.0, 750.0, 500.0, 250.0]; one readable line naming `name` otherwise."""
+    example = "e.g. '1000, 750, 500, 250'"
+    if not text.strip():
+        raise ValueError(f"{name} is empty; write timesteps separated by commas, {example}")
     try:
-        vals = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"could not read the step list {text!r}; write timesteps separated by commas, "
-                         f"e.g. 1000, 750, 500, 250") from None
-    plan_steps(vals, 1.0)
+        raise ValueError(f"could not read the step list {text!r} ({name}); write timesteps separated by commas, {example}") from None
+    try:
+        plan_steps(vals, 1.0)
+    except ValueError as e:
+        raise ValueError(f"{name} {text!r}: {e}") from None
     return vals
 
 

@@ -7,6 +7,7 @@ device, assign. Linear layers whose file weight is fp8 become FP8Linear layers t
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,9 @@ from .checkpoint_files import TensorSource, WeightsError, first
 from ..model.config import WanConfig
 from ..model.fp8 import AUX_SUFFIXES, MARKER, SCALE_SUFFIXES, FP8Linear, dequantize, is_fp8, normalize_scale, quant_format
 from ..model.transformer import CausalWanModel
+
+log = logging.getLogger("causalwan")
+LARGE_FILE_BYTES = 1 << 30  # sources at least this big report their loading progress (every 10%)
 
 # Linear layers that stay in the compute dtype even when the file stores them in fp8: the model reads its output
 # dtype from head.head.
@@ -99,6 +103,7 @@ def fill(model: nn.Module, src: TensorSource, p: Plan, dtype: torch.dtype, devic
     """Assign every parameter and buffer from the source, one tensor at a time."""
     device = torch.device(device)
     work: dict = {}  # scratch buffer of the fp8 quantisation, reused across layers
+    total, done, told = src.nbytes(), 0, 0
     for path, mod in model.named_modules():
         local = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
         for name, _ in local:
@@ -116,6 +121,12 @@ def fill(model: nn.Module, src: TensorSource, p: Plan, dtype: torch.dtype, devic
                 _assign(mod, name, _read(src, key, dtype, device))
         if path in p.fp8_layers:
             _fill_fp8(mod, path, src, p.fp8_layers[path], device, work)
+        if total >= LARGE_FILE_BYTES and local:
+            done += sum(torch.Size(src.shapes[k]).numel() * src.dtypes[k].itemsize
+                        for k in (f"{path}.{n}" if path else n for n, _ in local) if k in src)
+            if done * 10 // total > told:
+                told = done * 10 // total
+                log.info("loading '%s': %d%% of %.1f GiB", src.path, min(100, told * 10), total / (1 << 30))
     left = [k for k, v in list(model.named_parameters()) + list(model.named_buffers()) if v.is_meta]
     if left:
         raise WeightsError(f"'{src.path}': {len(left)} tensors were not filled (first: {first(left)})")

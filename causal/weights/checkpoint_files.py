@@ -256,10 +256,29 @@ def find_state_dict(obj, path, state_key: str | None = None, depth: int = 0) -> 
 
 
 # ----------------------------------------------------------------------------------------------- any of them
+def not_weights(path) -> str | None:
+    """What a file plainly is when it is no weights file at all (empty, a web page, a git-lfs pointer), said
+    with the fix; None when its first bytes could be weights."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if not head:
+        return "is empty (0 bytes): the download did not finish; download it again"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml", b"{\"error")):
+        return ("is a web page or an error message, not weights (the download saved a login or error page); "
+                "download the file itself again")
+    if text.startswith(b"version https://git-lfs"):
+        return "is a git-lfs pointer, not the weights; run 'git lfs pull' in its repository or download the file"
+    return None
+
+
 def open_file(path, state_key: str | None = None) -> TensorSource:
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights not found: '{path}' does not exist")
+    what = not_weights(path) if path.is_file() else None
+    if what:
+        raise WeightsError(f"'{path}' {what}")
     name = path.name.lower()
     if name.endswith(".safetensors.index.json"):
         return open_sharded(path)

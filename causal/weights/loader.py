@@ -26,7 +26,7 @@ from ..sampling.experts import ExpertPair
 from ..model.fp8 import FP8_NAMES, FP8Linear, is_fp8
 from ..model.transformer import CausalWanModel
 
-__all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "resolve_dtype"]
+__all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "peek_experts", "resolve_dtype"]
 
 CAUSALWAN_A14B_BOUNDARY = 875.0  # boundary_ratio 0.875 of CausalWan2.2-I2V-A14B, used when a pair ships no config
 DEFAULT_SHIFT = 5.0
@@ -232,6 +232,14 @@ def _pair_paths(folder: Path) -> tuple[Path | None, Path, float | None, float | 
 def _config_diff(a: WanConfig, b: WanConfig) -> str:
     da, db = a.to_dict(), b.to_dict()
     return ", ".join(f"{k} {da[k]} vs {db[k]}" for k in da if da[k] != db[k])
+
+
+def peek_experts(high=None, low=None, folder=None) -> tuple[WanConfig, int]:
+    """(config, number of experts) from the file headers and configs only, before anything is loaded (for a
+    memory plan); the files are read again by load_experts."""
+    if folder is not None:
+        high, low, _, _ = _pair_paths(Path(folder))
+    return prepare(low)[1], 1 if high is None else 2
 
 
 def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", boundary=None, shift=None,

@@ -14,6 +14,10 @@ Two position policies decide the RoPE index of a cached key:
   any length. Attention only depends on position differences, so recent keys are stored rotated at their frame
   index (angles in float64, beyond the trained table is fine) and only the S sink frames are re-rotated, from an
   unrotated copy, when the window moves on.
+
+Under grad (the exit step of a training rollout) the cache stores detached rows, and the chunk attends to a copy of
+the cached frames in which its own rows are the live keys/values: gradients reach this chunk's projections, never
+the cache. The copy is kept on the chunk's plan, so activation checkpointing recomputes the same attention.
 """
 from __future__ import annotations
 
@@ -68,6 +72,8 @@ class ChunkPlan:
     q_rope: tuple  # rotation of this chunk's queries and keys
     offset: int = 0  # window policy: the sinks sit at positions offset .. offset + S - 1
     sink_rope: tuple | None = None  # window policy: rotation of the sink frames at that offset
+    live: list | None = None  # position of each of this chunk's frames among the attended frames
+    held: dict | None = None  # under grad: layer -> (keys, values) read from the cache, reused by recomputation
 
 
 class KVCache:
@@ -182,35 +188,64 @@ class KVCache:
         if occupied != list(range(used)):  # not a prefix of the slots: gather the held frames' tokens
             idx = torch.tensor(occupied, device=device)[:, None] * tpf + torch.arange(tpf, device=device)
             gather = idx.flatten()
+        live = [occupied.index(self._slot(start + j)) for j in range(frames)]  # this chunk among the attended
         if self.policy == "absolute" or self.window is None:
             q_rope = rope_table(range(start, start + frames), h, w, head_dim, self.rope_limit, device=device)
-            return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope)
+            return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope, live=live)
         offset = max(0, start + frames - (self.window - self.sink) - self.sink)
         pos = [g + offset if g < self.sink else g for g in range(start, start + frames)]
         q_rope = rope_table(pos, h, w, head_dim, None, device=device)
         sink_rope = rope_table(range(offset, offset + self.sink), h, w, head_dim, None, device=device) \
             if self.sink else None
-        return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope, offset, sink_rope)
+        return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope, offset, sink_rope, live)
 
     # ----------------------------------------------------------------- attention
     def attend(self, layer: int, plan: ChunkPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Store this chunk's k/v for `layer` and attend q [B, H, L, D] to every visible cached frame."""
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            return self._attend_live(layer, plan, q, k, v)
+        self._store(layer, plan, k, v)
+        keys, values = self._read(layer, plan, q.dtype)
+        return F.scaled_dot_product_attention(apply_rope(q, *plan.q_rope), keys, values)
+
+    def _store(self, layer: int, plan: ChunkPlan, k: torch.Tensor, v: torch.Tensor) -> None:
         tpf = plan.tokens_per_frame
         if plan.sink_rope is not None:
             self._keep_sink_keys(layer, plan, k)
-        q, k = apply_rope(q, *plan.q_rope), apply_rope(k, *plan.q_rope)
+        k = apply_rope(k, *plan.q_rope)
         for j, s, n in plan.runs:
             self._write(layer, s * tpf, k[:, :, j * tpf:(j + n) * tpf], v[:, :, j * tpf:(j + n) * tpf])
         if plan.sink_rope is not None and self.sink_offset[layer] != plan.offset:
             self._move_sinks(layer, plan)
+
+    def _read(self, layer: int, plan: ChunkPlan, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of every frame the chunk attends to, in slot order."""
+        tpf = plan.tokens_per_frame
         bufs = [self.k[layer], self.v[layer]] + ([self.k_scale[layer], self.v_scale[layer]] if self.k_scale else [])
         if plan.gather is None:
             read = [b[:, :, : plan.used * tpf] for b in bufs]
         else:
             read = [b.index_select(2, plan.gather) for b in bufs]
-        keys, values = read[:2] if not self.k_scale else (dequantize(read[0], read[2], q.dtype),
-                                                          dequantize(read[1], read[3], q.dtype))
-        return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype))
+        keys, values = read[:2] if not self.k_scale else (dequantize(read[0], read[2], dtype),
+                                                          dequantize(read[1], read[3], dtype))
+        return keys.to(dtype), values.to(dtype)
+
+    def _attend_live(self, layer: int, plan: ChunkPlan, q, k, v) -> torch.Tensor:
+        """attend() under grad: the cache gets detached rows; the attention sees the live rows of this chunk."""
+        if self.k_scale or (self.dtype is not None and is_fp8(self.dtype)):
+            raise ValueError("an fp8 KV cache cannot be trained through; use a bf16 or fp32 cache for training")
+        if plan.held is None:
+            plan.held = {}
+        tpf = plan.tokens_per_frame
+        rows = (torch.tensor(plan.live, device=k.device)[:, None] * tpf + torch.arange(tpf, device=k.device)).flatten()
+        if layer not in plan.held:  # first pass (a checkpoint recomputation finds the copy and writes nothing)
+            with torch.no_grad():
+                self._store(layer, plan, k.detach(), v.detach())
+                plan.held[layer] = tuple(t.clone() for t in self._read(layer, plan, q.dtype))
+        keys, values = plan.held[layer]
+        keys = keys.index_copy(2, rows, apply_rope(k, *plan.q_rope).to(keys.dtype))
+        values = values.index_copy(2, rows, v.to(values.dtype))
+        return F.scaled_dot_product_attention(apply_rope(q, *plan.q_rope), keys, values)
 
     def _write(self, layer: int, at: int, k: torch.Tensor, v: torch.Tensor | None) -> None:
         """Store k (already rotated) and v rows at token index `at`; v None leaves the values as they are.

@@ -14,6 +14,11 @@ the same path.
 Continuing never holds the KV caches twice on the compute device: `fork` hands this stream's cache buffers to
 the new stream and keeps a copy in host memory ("parked"), copied back only if this stream is forked or run
 again.
+
+Training (Self-Forcing) uses this same loop: `next_chunk(exit_step=k)` runs steps 0..k-1 without grad, step k
+with grad (when grad is enabled by the caller) and returns its x0 estimate; the context re-run stays without grad
+and the KV cache never holds a graph (see KVCache.attend). `seed` may be a list, one generator per batch row, so
+a sample's noise does not depend on which batch (or process) it is drawn in.
 """
 from __future__ import annotations
 
@@ -74,12 +79,14 @@ class Stream:
         self.prompt: torch.Tensor | None = None
         self.clip_fea: torch.Tensor | None = None
         self.cond_latent = None if cond_latent is None else cond_latent.to(self.device)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        seeds = [int(v) for v in seed] if isinstance(seed, (list, tuple)) else [int(seed)]
+        self.generators = [torch.Generator().manual_seed(v) for v in seeds]
         self.next_frame = 0
         self.chunk_index = 0
         self.history: list[tuple[int, torch.Tensor]] = []  # clean chunks still visible to some cache
         self.latent_hw, self.batch = latent_hw, batch
         self.expert_calls: list[tuple[str, float]] = []  # (expert, t) of recent model calls, for inspection
+        self.grad_calls: list[tuple[str, float]] = []  # (expert, t) of the calls made with grad (training)
 
     # ----------------------------------------------------------------- conditioning
     def set_prompt(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None, mode: str = "cut") -> None:
@@ -116,7 +123,7 @@ class Stream:
                              f"{start + frames - 1} was asked for")
         return self.cond_latent[:, :, start:start + frames]
 
-    def _call(self, name: str, x: torch.Tensor, t: float, start: int) -> torch.Tensor:
+    def _call(self, name: str, x: torch.Tensor, t: float, start: int, grad: bool = False) -> torch.Tensor:
         if self.prompt is None:
             raise RuntimeError("set a prompt (set_prompt) before generating")
         model = self.experts.get(name)
@@ -126,9 +133,14 @@ class Stream:
         if self.parked:  # run again after a fork: its own copy back on the compute device
             self.caches, self.parked = self._cache_copies(self.device), False
         tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.float32)
-        with torch.no_grad():
-            return model(x, tt, cross_kv=self.cross[name], y=self._cond(start, x.shape[2]),
-                         cache=self.caches[name], start_frame=start)
+        grad = grad and torch.is_grad_enabled()
+        text = {"cross_kv": self.cross[name]}
+        if grad:
+            self.grad_calls.append((name, t))
+            if not (self.experts.share_cross_cache and name == "low"):  # the text path trains with the exit step
+                text = {"context": self.prompt, "clip_fea": self.clip_fea}
+        with torch.set_grad_enabled(grad):
+            return model(x, tt, y=self._cond(start, x.shape[2]), cache=self.caches[name], start_frame=start, **text)
 
     def _write_context(self, chunk: torch.Tensor, start: int, order=None) -> None:
         for n in order or self.experts.names:
@@ -144,7 +156,14 @@ class Stream:
             raise ValueError("the stream has no latent size: prime it with a start latent or give latent_hw")
         h, w = self.latent_hw
         c = self.experts.config.out_dim
-        n = torch.randn((self.batch, c, frames, h, w), generator=self.generator, dtype=torch.float32)
+        if len(self.generators) == 1:
+            n = torch.randn((self.batch, c, frames, h, w), generator=self.generators[0], dtype=torch.float32)
+        elif len(self.generators) == self.batch:
+            n = torch.cat([torch.randn((1, c, frames, h, w), generator=g, dtype=torch.float32)
+                           for g in self.generators])
+        else:
+            raise ValueError(f"{len(self.generators)} seeds were given for a batch of {self.batch}; give one seed "
+                             f"or one per batch row")
         return n.to(self.device)
 
     # ----------------------------------------------------------------- public loop
@@ -162,26 +181,34 @@ class Stream:
         self._remember(start, latent)
         self.next_frame = start + latent.shape[2]
 
-    def next_chunk(self, frames: int | None = None) -> torch.Tensor:
+    def next_chunk(self, frames: int | None = None, exit_step: int | None = None) -> torch.Tensor:
         """Denoise the next chunk, write it into the caches, and return its clean latent [B, C, F, h, w].
 
         Without a start image an expert pair makes frame 0 alone first, as the release's sampler does, so later
-        chunks sit at the same frame positions as in image-to-video."""
+        chunks sit at the same frame positions as in image-to-video.
+
+        exit_step (training): stop after that step of the plan and return its x0 estimate; that step runs with
+        grad if the caller enables grad, every other call without. The result equals a stream whose step list
+        ends at that step."""
         if frames is None and self.next_frame == 0 and self.experts.high is not None:
             frames = 1
         frames = frames or self.options.chunk_frames
         start = self.next_frame
+        last = len(self.plan) - 1 if exit_step is None else exit_step
+        if not 0 <= last < len(self.plan):
+            raise ValueError(f"exit step {exit_step} is outside the {len(self.plan)}-step plan")
+        plan = self.plan[:last + 1]
         x = self._noise(frames)
         pred = x
-        for i, step in enumerate(self.plan):
-            v = self._call(step.expert, x, step.t, start)
+        for i, step in enumerate(plan):
+            v = self._call(step.expert, x, step.t, start, grad=exit_step is not None and i == last)
             pred = predict(x, v, step, self.sigma_b)
-            if i + 1 < len(self.plan):
-                x = renoise(pred, step, self.plan[i + 1], self.sigma_b, self._noise(frames))
-        if self.plan[-1].expert == "high":  # every step was above the boundary: finish with x0 = x_b path
-            pred = x - self.plan[-1].sigma * v
-        self._write_context(pred, start, order=list(reversed(self.experts.names)))
-        self._remember(start, pred)
+            if i + 1 < len(plan):
+                x = renoise(pred, step, plan[i + 1], self.sigma_b, self._noise(frames))
+        if plan[-1].expert == "high":  # every step was above the boundary: finish with x0 = x_b path
+            pred = x - plan[-1].sigma * v
+        self._write_context(pred.detach(), start, order=list(reversed(self.experts.names)))
+        self._remember(start, pred.detach())
         self.next_frame += frames
         self.chunk_index += 1
         return pred
@@ -230,7 +257,8 @@ class Stream:
         other.history = list(self.history)
         other.cross = dict(self.cross)
         other.expert_calls = list(self.expert_calls)
-        other.generator = torch.Generator().set_state(self.generator.get_state())
+        other.grad_calls = list(self.grad_calls)
+        other.generators = [torch.Generator().set_state(g.get_state()) for g in self.generators]
         return other
 
     def _cache_copies(self, device) -> dict[str, KVCache]:

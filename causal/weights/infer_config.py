@@ -59,7 +59,8 @@ def from_original_json(cfg: dict) -> dict:
 
 
 def from_diffusers_json(cfg: dict, source: str) -> dict:
-    """Fields of a diffusers WanTransformer3DModel config.json."""
+    """Fields of a diffusers WanTransformer3DModel config.json (plus text_len, which this pack's trainer writes
+    for models that do not take the standard 512 tokens)."""
     qk = cfg.get("qk_norm", "rms_norm_across_heads")
     if qk not in (None, "rms_norm_across_heads"):
         raise WeightsError(f"'{source}': qk_norm {qk!r} is not supported (Wan uses 'rms_norm_across_heads')")
@@ -71,7 +72,7 @@ def from_diffusers_json(cfg: dict, source: str) -> dict:
     for ours, theirs in (("in_dim", "in_channels"), ("out_dim", "out_channels"), ("text_dim", "text_dim"),
                          ("freq_dim", "freq_dim"), ("ffn_dim", "ffn_dim"), ("num_layers", "num_layers"),
                          ("eps", "eps"), ("patch_size", "patch_size"), ("cross_attn_norm", "cross_attn_norm"),
-                         ("rope_table", "rope_max_seq_len")):
+                         ("rope_table", "rope_max_seq_len"), ("text_len", "text_len")):
         if cfg.get(theirs) is not None:
             out[ours] = cfg[theirs]
     if cfg.get("image_dim") is not None:

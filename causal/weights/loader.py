@@ -31,6 +31,7 @@ __all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", 
 CAUSALWAN_A14B_BOUNDARY = 875.0  # boundary_ratio 0.875 of CausalWan2.2-I2V-A14B, used when a pair ships no config
 DEFAULT_SHIFT = 5.0
 PAIR_FOLDERS = ("high_noise_model", "low_noise_model")
+CONFIG_METADATA = "causalwan_config"  # safetensors metadata entry: the original-style config of a single file
 DTYPE_NAMES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
                "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
 
@@ -104,6 +105,8 @@ def open_transformer(path, state_key: str | None = None) -> tuple[TensorSource, 
                        else infer_config.from_diffusers_json(raw, str(path / "config.json")))
     else:
         src = open_file(path, state_key)
+        if src.metadata and CONFIG_METADATA in src.metadata:  # written by this pack's trainer (tiny shapes too)
+            shipped = infer_config.from_original_json(json.loads(src.metadata[CONFIG_METADATA]))
     return to_original_names(src), shipped, fmt
 
 

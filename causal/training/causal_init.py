@@ -1,0 +1,69 @@
+"""Causal initialisation (optional stage before DMD): regress the causal student onto teacher ODE trajectories.
+
+The teacher (bidirectional, with guidance) solves the flow ODE from noise with Euler steps on a grid that passes
+through every timestep of the student's few-step plan; the states at those timesteps are the student's inputs and
+the ODE's end point is the target x0. The student runs on the whole clip under the block-causal mask (the
+training-time equivalent of its KV cache: each chunk sees itself and earlier chunks), one plan step per
+iteration for every chunk, and its x0 = x_t - s v is pulled to the target by MSE (facts sheet 7).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..model.masks import block_causal_mask, token_mask
+from ..sampling.experts import ExpertPair
+from ..sampling.schedule import Step, warp
+from .scores import velocity
+
+
+def ode_grid(teacher_steps: int, shift: float, plan: list[Step]) -> list[float]:
+    """Descending timesteps from 1000 to 0: the teacher's shifted grid plus the student's plan timesteps."""
+    grid = {warp(1000 * (1 - i / teacher_steps), shift) for i in range(teacher_steps)}
+    grid |= {s.t for s in plan}
+    return sorted(grid, reverse=True) + [0.0]
+
+
+@torch.no_grad()
+def ode_trajectory(teacher: ExpertPair, noise: torch.Tensor, context, negative, guidance: float, grid: list[float],
+                   keep: set[float], start: torch.Tensor | None = None) -> tuple[dict[float, torch.Tensor], torch.Tensor]:
+    """Euler solution from `noise` at grid[0]; returns ({t: x_t for t in keep}, x0). A start latent (image-to-
+    video) is held clean as frame 0 at every step."""
+    x, states = noise, {}
+    for t, t_next in zip(grid, grid[1:]):
+        if start is not None:
+            x = torch.cat([start, x[:, :, start.shape[2]:]], 2)
+        if t in keep:
+            states[t] = x.clone()
+        v = velocity(teacher, x, t, context)
+        if guidance:
+            v = v + guidance * (v - velocity(teacher, x, t, negative))
+        x = x + (t_next - t) / 1000 * v
+    if start is not None:
+        x = torch.cat([start, x[:, :, start.shape[2]:]], 2)
+    return states, x
+
+
+def chunk_sizes(frames: int, chunk: int, first_alone: bool) -> list[int]:
+    sizes = [1] if first_alone else []
+    left = frames - sum(sizes)
+    while left > 0:
+        sizes.append(min(chunk, left))
+        left -= sizes[-1]
+    return sizes
+
+
+def regression_loss(student: ExpertPair, step: Step, x_t: torch.Tensor, target: torch.Tensor, context,
+                    sizes: list[int], n_start: int = 0) -> torch.Tensor:
+    """MSE of the student's x0 (block-causal whole-clip forward at `step`) to the ODE end point, over the
+    generated frames (a start frame is given clean at t = 0 and not scored)."""
+    model = student.get(step.expert)
+    cfg = model.config
+    b, _, f, h, w = x_t.shape
+    tokens = (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
+    mask = token_mask(block_causal_mask(sizes), tokens).to(x_t.device)
+    t = torch.full((b, f), step.t, device=x_t.device)
+    t[:, :n_start] = 0.0
+    v = model(x_t, t, context=context, attn_mask=mask).float()
+    x0 = x_t - (t / 1000)[:, None, :, None, None] * v
+    return F.mse_loss(x0[:, :, n_start:], target[:, :, n_start:])

@@ -6,6 +6,7 @@ the fork takes over the caches on the device, the original keeps a copy in host 
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -30,6 +31,8 @@ class LoadedModel:
     offload: str = "resident"  # the mode in force ("auto" already resolved)
     policy: object = None  # causal.offload.Offload attached to the experts
     released: bool = False
+    # StreamStates built on it; shared with its LoRA copies (`replace` keeps it), which share the experts
+    streams: weakref.WeakSet = field(default_factory=weakref.WeakSet, repr=False)
     loras: tuple = ()  # causal.weights.lora.LoraUse entries, in the order the LoRA nodes added them
 
     def with_lora(self, use) -> "LoadedModel":
@@ -53,7 +56,10 @@ class LoadedModel:
         return self.experts.high is not None
 
     def release(self) -> None:
-        """Free the weights (the loader ran again); any later use raises a readable error."""
+        """Free the weights and the caches of every stream built on them (the loader ran again), so what the
+        loader plans next sees that memory free; any later use raises a readable error."""
+        for state in list(self.streams):
+            state.release()
         if self.policy is not None:  # hooks off, weights back where their masters are (no copy), policy dropped
             self.policy.remove(self.device if self.offload == "resident" else torch.device("cpu"))
             self.policy = None
@@ -109,7 +115,7 @@ class DecodedFrames:
     images: torch.Tensor  # IMAGE [B*F, H, W, 3], batch-major, equal to a whole decode of the latent
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the model keeps a weak set of its streams
 class StreamState:
     """A stream that has made some chunks, and the latent video so far.
 
@@ -123,6 +129,9 @@ class StreamState:
     latent: torch.Tensor  # normalised [B, 16, T, h, w], all frames so far (start frame included)
     pieces: list[int] = field(default_factory=list)
     decoded: DecodedFrames | None = None
+
+    def __post_init__(self):
+        self.model.streams.add(self)
 
     def release(self) -> None:
         """Drop the stream's caches (its node ran again); the latent video stays decodable."""

@@ -2,6 +2,7 @@
 progress per chunk, previews, interrupts, prompt switching and continuing; outputs equal the engine's."""
 import sys
 import types
+import weakref
 
 import pytest
 import torch
@@ -171,6 +172,25 @@ def test_continue_forks_and_matches_one_long_run(pair, start):
     new_prompt = CausalWanContinue().go_on(first, 2, prompts=conditioning(3))[1].latent
     assert torch.equal(new_prompt[:, :, :7], cont.latent[:, :, :7])
     assert (new_prompt[:, :, 7:] - cont.latent[:, :, 7:]).abs().max() > 1e-3
+
+
+def test_a_reloaded_model_releases_every_stream_built_on_it_before_planning(start, monkeypatch):
+    from causalwan.nodes import model_loader
+
+    loader = CausalWanModelLoader()
+    old, _ = loader.load("tiny_high.safetensors", "tiny_low.safetensors", "none", offload="resident", unique_id="5")
+    _, state = sample(old, start, conditioning(), chunks=1)  # no node id: not tracked per node
+    _, cont = CausalWanContinue().go_on(state, 1)
+    caches = [weakref.ref(t) for s in (state, cont) for c in s.stream.caches.values() for t in c.k + c.v]
+    seen = []
+    real = model_loader.adapter.make_room
+    monkeypatch.setattr(model_loader.adapter, "make_room", lambda *a, **k: (
+        seen.append(sum(r() is not None for r in caches)), real(*a, **k)))
+    loader.load("tiny_high.safetensors", "tiny_low.safetensors", "none", offload="resident", unique_id="5")
+    assert seen == [0]  # every cache of both streams was gone before the new load was planned
+    assert state.stream is None and cont.stream is None and len(caches) == 16  # 2 streams x 2 experts x 2 layers x (k, v)
+    with pytest.raises(ValueError, match="released"):
+        CausalWanContinue().go_on(cont, 1)
 
 
 def test_windowed_stream_runs_past_the_window(pair, start):

@@ -284,7 +284,8 @@ def auto_plan(experts: ExpertPair, device, free_bytes: int | None = None, blocks
     if free_bytes is None:
         if device.type != "cuda":
             raise ValueError("auto offload on a device other than CUDA needs free_bytes")
-        free_bytes = torch.cuda.mem_get_info(device)[0]
+        free_bytes = torch.cuda.mem_get_info(device)[0]  # + what PyTorch holds but no tensor uses any more
+        free_bytes += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         free_bytes += sum(t.numel() * t.element_size() for m in experts.modules().values()
                           for t in m.state_dict().values() if t.device == device)
     height, width = workload.pop("height", 480), workload.pop("width", 832)

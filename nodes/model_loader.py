@@ -86,7 +86,8 @@ class CausalWanModelLoader:
                 "Or a diffusers folder under models/diffusion_models (transformer/, transformer_2/, "
                 "model_index.json); leave both files at 'none' then.")}),
             "weight_dtype": (list(DTYPES), {"default": "auto", "tooltip": (
-                "Dtype the weights are kept in. auto: as stored (bf16 for bf16/fp32 files, fp8 files stay fp8). "
+                "Dtype the weights are kept in. auto: as stored, except fp32 files compute in bf16 on a GPU (fp16 "
+                "where the GPU has no bf16); fp8 files stay fp8. "
                 "fp8_e4m3fn halves the memory of the blocks; compute stays in bf16.")}),
             "boundary": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 999.0, "step": 1.0, "tooltip": (
                 "Timestep where sampling hands over from the high- to the low-noise expert. -1: from the "
@@ -99,7 +100,7 @@ class CausalWanModelLoader:
     def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
              offload="auto", unique_id=None):
         from ..causal.memory.offload import apply_offload
-        from ..causal.weights.loader import load_experts
+        from ..causal.weights.loader import auto_float_dtype, load_experts
 
         if weight_dtype not in DTYPES:
             raise ValueError(f"unknown weight dtype {weight_dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -127,7 +128,8 @@ class CausalWanModelLoader:
         load_device = device if offload == "resident" else torch.device("cpu")
         try:
             experts = load_experts(high=high, low=low, folder=folder, dtype=DTYPES[weight_dtype],
-                                   device=load_device, boundary=None if boundary < 0 else float(boundary))
+                                   device=load_device, boundary=None if boundary < 0 else float(boundary),
+                                   float_dtype=auto_float_dtype(device))
         except (KeyError, RuntimeError) as e:  # shape/key mismatches deep in loading: say which files
             raise ValueError(f"could not load {', '.join(map(_name, paths))} as a causal Wan model: {e}") from e
         policy = apply_offload(experts, offload, device)  # "auto" plans on free GPU memory; resident on a CPU

@@ -7,7 +7,8 @@
     load_experts(high=None, low=None, folder=None, dtype=None, device="cpu",
                  boundary=None, shift=None)                                   -> ExpertPair
 
-dtype: None keeps the file's dtype (fp8 files compute in bf16 with fp8 weights kept); a torch dtype or "bf16",
+dtype: None keeps the file's dtype (fp8 files compute in bf16 with fp8 weights kept; fp32/fp64 files become
+`float_dtype`, default float32: pass auto_float_dtype(compute device) for bf16 on CUDA); a torch dtype or "bf16",
 "fp16", "fp32"; or "fp8_e4m3fn" to quantise the big block Linear weights on load (compute in bf16). Files that
 store fp8 weights always keep them fp8 in memory.
 """
@@ -26,7 +27,8 @@ from ..sampling.experts import ExpertPair
 from ..model.fp8 import FP8_NAMES, FP8Linear, is_fp8
 from ..model.transformer import CausalWanModel
 
-__all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "peek_experts", "resolve_dtype"]
+__all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "peek_experts", "resolve_dtype",
+           "auto_float_dtype"]
 
 CAUSALWAN_A14B_BOUNDARY = 875.0  # boundary_ratio 0.875 of CausalWan2.2-I2V-A14B, used when a pair ships no config
 DEFAULT_SHIFT = 5.0
@@ -132,8 +134,19 @@ def to_original_names(src: TensorSource) -> TensorSource:
     return src
 
 
-def resolve_dtype(dtype, src: TensorSource | None = None) -> tuple[torch.dtype, torch.dtype | None]:
-    """(compute dtype, fp8 dtype to quantise to on load or None) for a `dtype` argument."""
+def auto_float_dtype(device) -> torch.dtype:
+    """What a float32/float64 file computes in on `device` when no dtype is chosen: bf16 on CUDA (fp16 on GPUs
+    without bf16), float32 elsewhere (CPUs have no fast half precision)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_dtype(dtype, src: TensorSource | None = None,
+                  float_dtype: torch.dtype | None = None) -> tuple[torch.dtype, torch.dtype | None]:
+    """(compute dtype, fp8 dtype to quantise to on load or None) for a `dtype` argument; `float_dtype`: what a
+    float32/float64 file becomes when dtype is None (default float32)."""
     if isinstance(dtype, str):
         key = dtype.lower()
         if key in ("fp8", *FP8_NAMES):
@@ -159,7 +172,9 @@ def resolve_dtype(dtype, src: TensorSource | None = None) -> tuple[torch.dtype, 
     main = counts.most_common(1)[0][0] if counts else torch.bfloat16
     if is_fp8(main):
         return torch.bfloat16, None
-    return (torch.float32 if main == torch.float64 else main), None
+    if main in (torch.float32, torch.float64):
+        return float_dtype or torch.float32, None
+    return main, None
 
 
 def prepare(path, config=None, state_key: str | None = None) -> tuple[TensorSource, WanConfig, str]:
@@ -169,8 +184,9 @@ def prepare(path, config=None, state_key: str | None = None) -> tuple[TensorSour
     return src, cfg, fmt
 
 
-def build(src: TensorSource, cfg: WanConfig, fmt: str, dtype=None, device="cpu") -> CausalWanModel:
-    compute, quant = resolve_dtype(dtype, src)
+def build(src: TensorSource, cfg: WanConfig, fmt: str, dtype=None, device="cpu",
+          float_dtype: torch.dtype | None = None) -> CausalWanModel:
+    compute, quant = resolve_dtype(dtype, src, float_dtype)
     model = assemble.build(cfg, src, compute, device, quant)
     model.weights_info = {"path": src.path, "format": fmt, "dtype": compute,
                           "fp8_layers": sum(isinstance(m, FP8Linear) for m in model.modules())}
@@ -246,7 +262,8 @@ def peek_experts(high=None, low=None, folder=None) -> tuple[WanConfig, int]:
 
 
 def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", boundary=None, shift=None,
-                 share_cross_cache: bool | None = None, config=None) -> ExpertPair:
+                 share_cross_cache: bool | None = None, config=None, float_dtype: torch.dtype | None = None
+                 ) -> ExpertPair:
     """An ExpertPair from a release folder, two files (high and low noise), or one dense file/folder (low=).
 
     boundary / shift: given values win; otherwise model_index.json boundary_ratio * 1000 and the scheduler's
@@ -274,7 +291,7 @@ def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", bou
         if h_cfg != l_cfg:
             raise WeightsError(f"the experts do not match: high '{h_src.path}' and low '{l_src.path}' differ in "
                                f"{_config_diff(h_cfg, l_cfg)}; load the two experts of the same model")
-    models = {name: build(*plans[name], dtype=dtype, device=device) for name in plans}
+    models = {name: build(*plans[name], dtype=dtype, device=device, float_dtype=float_dtype) for name in plans}
     pair = high is not None
     if pair and boundary is None:
         boundary = shipped_boundary if shipped_boundary is not None else CAUSALWAN_A14B_BOUNDARY

@@ -27,6 +27,7 @@ from .causal.model.config import WanConfig
 from .causal.model.transformer import CausalWanModel
 from .causal.sampling.experts import ExpertPair
 from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
+from .causal.sampling.defaults import model_defaults
 from .causal.sampling.stream import Stream, StreamOptions
 from .cli_checks import BUNDLED_IMAGE, CheckedArgs, UsageError, check_args
 from .vae.random_init import random_vae
@@ -122,7 +123,8 @@ def parse_args(argv):
                          "(default: %(default)s)")
     ap.add_argument("--chunks", type=int, default=7, help="chunks after the start frame, each --frames-per-chunk "
                                                           "latent frames = 4x video frames (default: %(default)s)")
-    ap.add_argument("--frames-per-chunk", type=int, default=3, help="latent frames per chunk (default: %(default)s)")
+    ap.add_argument("--frames-per-chunk", type=int, default=None, help="latent frames per chunk (default: the "
+                                                                       "model's: 3, 1 for frame-wise Causal Forcing)")
     ap.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 832; demo 256)")
     ap.add_argument("--height", type=int, default=None, help="pixels, multiple of 16 (default 480; demo 160)")
     ap.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2^64-1 (default: %(default)s)")
@@ -132,10 +134,11 @@ def parse_args(argv):
                                                               "checkpoint's, else 5)")
     ap.add_argument("--boundary", type=float, default=None, help="expert boundary timestep in (0, 1000) "
                                                                  "(default: the checkpoint's, else 875)")
-    ap.add_argument("--window", type=int, default=0, help="attention window in latent frames, 0: none "
-                                                          "(default: %(default)s; e.g. 12 for long streams)")
-    ap.add_argument("--sink", type=int, default=0, help="sink frames kept in the window, smaller than --window "
-                                                        "(default: %(default)s; e.g. 3)")
+    ap.add_argument("--window", type=int, default=None, help="attention window in latent frames, 0: none "
+                                                             "(default: the model's: 12 for LongLive, 9 for Reward "
+                                                             "Forcing, else none; e.g. 12 for long streams)")
+    ap.add_argument("--sink", type=int, default=None, help="sink frames kept in the window, smaller than --window "
+                                                           "(default: the model's: 3 with LongLive's window, else 0)")
     ap.add_argument("--fps", type=int, default=16, help="frames per second of the MP4 (default: %(default)s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda, cuda:N or mps (default here: %(default)s)")
@@ -216,6 +219,8 @@ def run(a, c: CheckedArgs, report: dict) -> dict:
         encode = lambda prompt: demo_text(prompt, DEMO_CONFIG)  # noqa: E731
     else:
         experts, vae, encode = real_models(c, dtype)
+    if not c.files.demo:
+        print(f"model: {model_defaults(experts).describe(experts.shift)}", flush=True)
     if c.loras:
         print(apply_loras(experts, c.loras), flush=True)
     changes = [PromptChange(0, encode(a.prompt).to(device))]

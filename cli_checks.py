@@ -65,6 +65,7 @@ class CheckedArgs:
 def check_args(a) -> CheckedArgs:
     try:
         files = check_model_files(a)
+        fill_model_values(a, files)
         device = check_device(a.device)
         nums = check_numbers(a)
         width, height, notes = check_size(a, files.demo)
@@ -81,6 +82,23 @@ def check_args(a) -> CheckedArgs:
 
 
 # --------------------------------------------------------------------------------------------- numbers
+def fill_model_values(a, files: ModelFiles) -> None:
+    """--frames-per-chunk, --window and --sink left out: the values of the release the model file's name says
+    (causal/weights/releases.py: 1 frame per chunk for frame-wise Causal Forcing, window 12 + 3 sinks for
+    LongLive, ...), else 3 frames per chunk and no window."""
+    from .causal.sampling.defaults import SELF_FORCING
+    from .causal.weights.releases import by_name
+
+    release = by_name(files.low or files.folder) if not files.demo and files.high is None else None
+    d = release.defaults if release is not None else SELF_FORCING
+    if a.frames_per_chunk is None:
+        a.frames_per_chunk = d.chunk_frames
+    if a.window is None:
+        a.window = d.window or 0
+    if a.sink is None:
+        a.sink = d.sink
+
+
 def check_numbers(a) -> dict:
     settings.check_chunks(a.chunks, "--chunks")
     settings.check_int(a.frames_per_chunk, "--frames-per-chunk", 1, MAX_FRAMES_PER_CHUNK,

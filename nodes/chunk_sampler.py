@@ -6,6 +6,7 @@ import dataclasses
 import torch
 
 from ..causal.memory.memory_plan import plan_memory
+from ..causal.sampling.defaults import MODEL as FROM_MODEL, resolve_options
 from ..causal.sampling.schedule import parse_steps
 from ..causal.sampling.stream import Stream, StreamOptions
 from . import comfy_adapter as adapter
@@ -21,11 +22,13 @@ MAX_CHUNKS = 1000
 
 def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frames: int,
                    sink_frames: int) -> StreamOptions:
-    """Widget values -> StreamOptions (empty steps: the model's own list; shift 0: the checkpoint's)."""
-    return StreamOptions(chunk_frames=int(frames_per_chunk),
+    """Widget values -> StreamOptions (empty steps: the model's own list; shift 0: the checkpoint's; frames per
+    chunk 0, window -1, sink -1: the model's release's, see causal/sampling/defaults.py)."""
+    return StreamOptions(chunk_frames=int(frames_per_chunk) or FROM_MODEL,
                          steps=tuple(parse_steps(steps)) if steps and steps.strip() else None,
                          shift=float(shift) if shift > 0 else None,
-                         window=int(window_frames) or None, sink=int(sink_frames))
+                         window=FROM_MODEL if window_frames < 0 else (int(window_frames) or None),
+                         sink=FROM_MODEL if sink_frames < 0 else int(sink_frames))
 
 
 class CausalWanChunkSampler:
@@ -58,14 +61,16 @@ class CausalWanChunkSampler:
                 "(8 steps for CausalWan2.2-I2V-A14B, 4 for Self-Forcing). They are warped by the shift.")}),
             "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": (
                 "Scheduler shift that warps the timesteps. 0: from the checkpoint (5 when it says nothing).")}),
-            "frames_per_chunk": ("INT", {"default": 3, "min": 1, "max": 21, "tooltip": (
-                "Latent frames per chunk (4 video frames each). The released causal models were trained with 3.")}),
-            "window_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": (
+            "frames_per_chunk": ("INT", {"default": 0, "min": 0, "max": 21, "tooltip": (
+                "Latent frames per chunk (4 video frames each). 0: the model's, as the loader's text says (3 for "
+                "chunk-wise models, 1 for frame-wise Causal Forcing).")}),
+            "window_frames": ("INT", {"default": -1, "min": -1, "max": 1024, "tooltip": (
                 "Attention window in latent frames (rolling KV cache), for long videos in bounded memory. "
-                "0: attend to everything made so far (memory grows with the video).")}),
-            "sink_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": (
+                "0: attend to everything made so far (memory grows with the video). -1: the model's (12 for "
+                "LongLive, 9 for Reward Forcing, none for the others).")}),
+            "sink_frames": ("INT", {"default": -1, "min": -1, "max": 1024, "tooltip": (
                 "With a window: the first frames that always stay in the cache (attention sink), e.g. 3. "
-                "Must be smaller than the window.")}),
+                "Must be smaller than the window. -1: the model's (3 for LongLive and Reward Forcing).")}),
         }, "optional": {
             "vae": (VAE, {"tooltip": "Optional CausalWan VAE: each chunk is decoded for a live preview."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
@@ -79,11 +84,12 @@ class CausalWanChunkSampler:
                 return str(e)
         return True
 
-    def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=3,
-               window_frames=0, sink_frames=0, vae=None, unique_id=None):
+    def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=0,
+               window_frames=-1, sink_frames=-1, vae=None, unique_id=None):
         model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
         node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
-        options = stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames)
+        options = resolve_options(stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames),
+                                  model.experts)
         schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,
                                first_mode="cut")
         start_frames = 0 if start.latent is None else start.latent.shape[2]

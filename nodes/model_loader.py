@@ -8,6 +8,7 @@ import torch
 
 from . import comfy_adapter as adapter
 from . import node_memory
+from ..causal.sampling.defaults import model_defaults
 from .values import CATEGORY, MODEL, LoadedModel
 
 log = logging.getLogger("causalwan")
@@ -46,6 +47,7 @@ def _describe_plan(model: LoadedModel) -> str:
     head = (f"{kind}: {len(experts)} x {params / 1e9:.2f}B params, {str(first.dtype).replace('torch.', '')}, "
             f"offload {model.offload}{' (auto)' if getattr(model.policy, 'plan', None) else ''}, compute on "
             f"{model.device}")
+    head = f"{model_defaults(model.experts).describe(model.experts.shift)}\n{head}"  # the release and its sampling
     try:
         from ..causal.memory.memory_plan import MODES, plan_memory
 
@@ -69,7 +71,9 @@ class CausalWanModelLoader:
     RETURN_TYPES = (MODEL, "STRING")
     RETURN_NAMES = ("model", "memory_plan")
     OUTPUT_TOOLTIPS = ("The loaded model for CausalWan Chunk Sampler.",
-                       "One line on the weights, where they live and the offload mode.")
+                       "The release recognised from the files with the steps, shift, frames per chunk and window it is "
+                       "sampled with by default (the sampler's 'model' settings), then the weights, where they live "
+                       "and the offload mode.")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -13,11 +13,12 @@ class ExpertPair:
     """The denoisers of one model: `high` (t >= boundary) and `low`, or a single dense expert as `low`.
 
     `placement`, when set, is called with an expert's name before that expert runs, so an offload policy can move
-    weights onto the compute device (see causal/memory/offload.py).
+    weights onto the compute device (see causal/memory/offload.py). `defaults`: how the release is sampled
+    (causal/sampling/defaults.py; set by the weights loader, None: the A14B / Self-Forcing values).
     """
 
     def __init__(self, low: CausalWanModel, high: CausalWanModel | None = None, boundary: float | None = None,
-                 shift: float = 5.0, share_cross_cache: bool = False):
+                 shift: float = 5.0, share_cross_cache: bool = False, defaults=None):
         if high is not None:
             if boundary is None:
                 raise ValueError("an expert pair needs a boundary timestep (e.g. 875 for CausalWan2.2-I2V-A14B)")
@@ -33,6 +34,7 @@ class ExpertPair:
         self.high, self.low, self.boundary, self.shift = high, low, boundary, shift
         self.share_cross_cache = share_cross_cache and high is not None
         self.placement: Callable[[str], None] | None = None
+        self.defaults = defaults
 
     @property
     def config(self) -> WanConfig:

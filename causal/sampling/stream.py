@@ -32,18 +32,19 @@ from ..model.kv_cache import KVCache, check_window, resolve_policy
 
 HOST = torch.device("cpu")  # where a forked stream parks its caches
 from .prompts import PromptSchedule
-from .schedule import CONTEXT_T, SELF_FORCING_STEPS, CAUSALWAN_A14B_STEPS, boundary_sigma, plan_steps, predict, renoise
+from .defaults import resolve_options
+from .schedule import CONTEXT_T, boundary_sigma, plan_steps, predict, renoise
 
 
 @dataclass
 class StreamOptions:
     """What decides a stream's output besides weights, prompt and seed."""
 
-    chunk_frames: int = 3
+    chunk_frames: int | str = 3  # MODEL ("model"): the release's (causal/sampling/defaults.py)
     steps: tuple | None = None  # nominal timesteps; None: the model's own default
     shift: float | None = None  # None: the model's (checkpoint scheduler) shift
-    window: int | None = None  # attention window in latent frames (None: attend to everything)
-    sink: int = 0  # frames at the start never evicted from the window
+    window: int | None | str = None  # attention window in latent frames (None: attend to everything; MODEL)
+    sink: int | str = 0  # frames at the start never evicted from the window (MODEL: the release's)
     rope_policy: str = "auto"  # "absolute", "window", or "auto" (window when a window is set)
     cache_dtype: torch.dtype | None = None
     max_frames: int | None = None  # the stream's expected length: sizes a window-less cache once
@@ -55,7 +56,7 @@ class Stream:
     def __init__(self, experts: ExpertPair, seed: int = 0, options: StreamOptions | None = None,
                  latent_hw: tuple[int, int] | None = None, batch: int = 1, cond_latent: torch.Tensor | None = None,
                  device=None):
-        o = options or StreamOptions()
+        o = resolve_options(options or StreamOptions(), experts)
         if o.chunk_frames < 1:
             raise ValueError(f"frames per chunk must be at least 1, got {o.chunk_frames}")
         check_window(o.window, o.sink, o.chunk_frames)
@@ -68,8 +69,7 @@ class Stream:
         self.experts, self.options = experts, o
         self.device = torch.device(device) if device is not None else experts.low.device
         self.shift = o.shift if o.shift is not None else experts.shift
-        default_steps = CAUSALWAN_A14B_STEPS if experts.high is not None else SELF_FORCING_STEPS
-        self.plan = plan_steps(o.steps or default_steps, self.shift, experts.boundary)
+        self.plan = plan_steps(o.steps, self.shift, experts.boundary)
         self.sigma_b = boundary_sigma(experts.boundary, self.shift) if experts.boundary is not None else None
         n_layers = experts.config.num_layers
         self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,

@@ -24,7 +24,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 # Where training code nests the generator's weights in a .pt (Self-Forcing: generator_ema / generator; CausVid:
 # generator; plain trainers: model / state_dict / module). The first one present wins.
 WRAPPER_KEYS = ("generator_ema", "generator", "model_ema", "ema", "state_dict", "model", "module", "net",
-                "transformer")
+                "transformer", "generator_lora")  # generator_lora: LongLive's LoRA .pt
 SHOW = 5  # offending keys named in an error message
 CHUNK_BYTES = 16 << 20  # staging buffer of chunked reads
 
@@ -211,10 +211,13 @@ def open_pickle(path, state_key: str | None = None) -> TensorSource:
     """A .pt/.pth/.bin checkpoint, loaded with weights_only=True; the state dict may sit under WRAPPER_KEYS."""
     path = Path(path)
     obj = _torch_load(path)
-    sd = find_state_dict(obj, path, state_key)
+    entries: list[str] = []
+    sd = find_state_dict(obj, path, state_key, entries=entries)
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    # which entry held the weights, and what else the checkpoint holds (for recognising the release)
+    meta = {"entry": ".".join(entries), "top_level": ",".join(map(str, obj)) if isinstance(obj, dict) else ""}
     return TensorSource(path, {k: v.shape for k, v in tensors.items()}, {k: v.dtype for k, v in tensors.items()},
-                        tensors.__getitem__)
+                        tensors.__getitem__, meta)
 
 
 def _torch_load(path: Path):
@@ -237,20 +240,24 @@ def _torch_load(path: Path):
         raise corrupt(path, "a torch checkpoint", e) from e
 
 
-def find_state_dict(obj, path, state_key: str | None = None, depth: int = 0) -> dict:
-    """The dict of tensors inside a loaded checkpoint (maybe nested under a wrapper key)."""
+def find_state_dict(obj, path, state_key: str | None = None, depth: int = 0, entries: list | None = None) -> dict:
+    """The dict of tensors inside a loaded checkpoint (maybe nested under a wrapper key); the keys descended
+    through are appended to `entries`."""
+    entries = [] if entries is None else entries
     if not isinstance(obj, dict):
         raise WeightsError(f"'{path}' holds a {type(obj).__name__}, not a dict of tensors")
     if state_key is not None:
         if state_key not in obj:
             raise WeightsError(f"'{path}' has no entry {state_key!r}; its top-level keys are {first(obj, 12)}")
-        return find_state_dict(obj[state_key], path, None, depth + 1)
+        entries.append(state_key)
+        return find_state_dict(obj[state_key], path, None, depth + 1, entries)
     if any(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
     if depth < 3:
         for k in WRAPPER_KEYS:
             if isinstance(obj.get(k), dict):
-                return find_state_dict(obj[k], path, None, depth + 1)
+                entries.append(k)
+                return find_state_dict(obj[k], path, None, depth + 1, entries)
     raise WeightsError(f"'{path}' holds no tensors at its top level nor under any of {', '.join(WRAPPER_KEYS)}; "
                        f"its keys are {first(obj, 12)}. Pass the entry that holds the weights (state_key=...)")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import assemble, infer_config, keymap, model_family
+from . import assemble, infer_config, keymap, model_family, releases
 from .checkpoint_files import PICKLE_SUFFIXES, TensorSource, WeightsError, first, open_file, open_folder
 from ..model.config import WanConfig
 from ..sampling.experts import ExpertPair
@@ -283,21 +283,35 @@ def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", bou
                              "model as low=")
         raise ValueError("nothing to load: pass folder=, or high= and low=, or low= for a dense model")
 
-    plans = {"low": prepare(low, config)}
+    paths = {"low": low, "high": high}
+    plans = {"low": _layout_hint(low, prepare, low, config)}
     if high is not None:
-        plans["high"] = prepare(high, config)
+        plans["high"] = _layout_hint(high, prepare, high, config)
         h_src, h_cfg, _ = plans["high"]
         l_src, l_cfg, _ = plans["low"]
         if h_cfg != l_cfg:
             raise WeightsError(f"the experts do not match: high '{h_src.path}' and low '{l_src.path}' differ in "
                                f"{_config_diff(h_cfg, l_cfg)}; load the two experts of the same model")
-    models = {name: build(*plans[name], dtype=dtype, device=device, float_dtype=float_dtype) for name in plans}
+    models = {name: _layout_hint(paths[name], build, *plans[name], dtype=dtype, device=device,
+                                 float_dtype=float_dtype) for name in plans}
     pair = high is not None
     if pair and boundary is None:
         boundary = shipped_boundary if shipped_boundary is not None else CAUSALWAN_A14B_BOUNDARY
+    defaults = releases.recognise(folder or low, plans["low"][0].metadata, pair)
     if shift is None:
-        shift = shipped_shift if shipped_shift is not None else DEFAULT_SHIFT
+        shift = next(s for s in (shipped_shift, defaults.shift, DEFAULT_SHIFT) if s is not None)
     if share_cross_cache is None:
         share_cross_cache = pair
     return ExpertPair(models["low"], models.get("high"), boundary=boundary, shift=float(shift),
-                      share_cross_cache=share_cross_cache)
+                      share_cross_cache=share_cross_cache, defaults=defaults)
+
+
+def _layout_hint(path, fn, *args, **kwargs):
+    """fn(*args, **kwargs), with the layout of a release recognised from `path`'s name added to any error."""
+    try:
+        return fn(*args, **kwargs)
+    except WeightsError as e:
+        r = releases.by_name(path)
+        if r is None:
+            raise
+        raise WeightsError(f"{e}. The file name says {r.defaults.name}: expected {r.layout}") from e

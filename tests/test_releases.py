@@ -46,9 +46,11 @@ CASES = {
     "causal_forcing_framewise": ("framewise/causal_forcing.pt", "pt", "ema",
                                  dict(name="Causal Forcing frame-wise", steps=SF, chunk_frames=1)),
     "causal_forcing_pp_2step": ("causal-forcing++/framewise-2step.pt", "pt", "ema",
-                                dict(name="Causal Forcing++ frame-wise 2-step", steps=(1000, 500), chunk_frames=1)),
+                                dict(name="Causal Forcing++ frame-wise 2-step", steps=(1000, 500), chunk_frames=1,
+                                     first_steps=SF)),
     "causal_forcing_pp_1step": ("causal-forcing++/framewise-1step.pt", "pt", "ema",
-                                dict(name="Causal Forcing++ frame-wise 1-step", steps=(1000,), chunk_frames=1)),
+                                dict(name="Causal Forcing++ frame-wise 1-step", steps=(1000,), chunk_frames=1,
+                                     first_steps=SF)),
     "comfy_ar_convert": ("diffusion_models/causal_forcing-framewise.safetensors", "bare", "ema",
                          dict(name="Causal Forcing frame-wise", chunk_frames=1)),
     "krea": ("krea-realtime-video-14b.safetensors", "prefixed", "ema",
@@ -92,7 +94,7 @@ def test_each_release_layout_loads_with_its_defaults(tmp_path, case, ema, other)
     stream = Stream(pair, options=StreamOptions(chunk_frames=MODEL, window=MODEL, sink=MODEL), latent_hw=(8, 8))
     assert (stream.options.chunk_frames, stream.options.window, stream.options.sink) == (d.chunk_frames, d.window,
                                                                                           d.sink)
-    assert stream.options.steps == d.steps
+    assert stream.options.steps == d.steps and stream.options.first_steps == d.first_steps
     text = d.describe(pair.shift)
     assert d.name in text and ("frame-wise" in text) == (d.chunk_frames == 1)
 
@@ -193,3 +195,20 @@ def test_cli_takes_the_release_values_it_was_not_given(tmp_path, name, given, wa
     a = cli.parse_args(["--model", str(path), "--vae", str(path), "--text-encoder", str(path)] + given)
     fill_model_values(a, check_model_files(a))
     assert (a.frames_per_chunk, a.window, a.sink) == want
+
+
+def test_first_chunk_steps_of_causal_forcing_pp(tmp_path, ema, other):
+    from causalwan.causal.sampling.schedule import warp
+
+    pair = load_experts(low=write_case(tmp_path, "causal_forcing_pp_2step", ema, other))
+    stream = Stream(pair, options=StreamOptions(chunk_frames=MODEL), latent_hw=(8, 8))
+    stream.set_prompt(torch.randn(1, 7, ema.config.text_dim))
+    for _ in range(3):
+        stream.next_chunk()
+    ts = [round(t, 3) for _, t in stream.expert_calls]
+    sf = [round(warp(s, 5.0), 3) for s in SF]
+    two = [round(warp(s, 5.0), 3) for s in (1000, 500)]
+    assert ts == sf + [0.0] + two + [0.0] + two + [0.0]  # 4 steps for the first frame, then 2; each + context
+    given = Stream(pair, options=StreamOptions(chunk_frames=MODEL, steps=(1000, 500)), latent_hw=(8, 8))
+    assert given.first_plan is None  # steps given: every chunk uses them
+    assert "first chunk 1000, 750, 500, 250" in pair.defaults.describe()

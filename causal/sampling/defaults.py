@@ -23,12 +23,15 @@ class ModelDefaults:
     window: int | None = None  # attention window in latent frames; None: attend to everything
     sink: int = 0
     note: str = ""  # what of the release's own sampler is not reproduced
+    first_steps: tuple | None = None  # the first chunk's own step list, if the release has one
 
     def describe(self, shift: float | None = None) -> str:
         shift = self.shift if shift is None else shift
         wise = "frame-wise" if self.chunk_frames == 1 else f"chunk-wise, {self.chunk_frames} frames per chunk"
         window = f"window {self.window} + {self.sink} sink frames" if self.window else "no window"
         steps = ", ".join(f"{s:g}" for s in self.steps)
+        if self.first_steps:
+            steps += f"; first chunk {', '.join(f'{s:g}' for s in self.first_steps)}"
         text = (f"{self.name}: {len(self.steps)} steps ({steps}), shift {shift:g}, {wise}, {window}"
                 if shift is not None else f"{self.name}: {len(self.steps)} steps ({steps}), {wise}, {window}")
         return f"{text}; {self.note}" if self.note else text
@@ -46,11 +49,14 @@ def model_defaults(experts) -> ModelDefaults:
 
 
 def resolve_options(options, experts):
-    """`options` (StreamOptions) with every MODEL value, and steps None, replaced by the model's defaults."""
+    """`options` (StreamOptions) with every MODEL value, and steps None, replaced by the model's defaults (the
+    release's first-chunk steps too, unless steps were given)."""
     d = model_defaults(experts)
     new = {}
     if options.steps is None:
         new["steps"] = tuple(d.steps)
+        if options.first_steps is None and d.first_steps:
+            new["first_steps"] = tuple(d.first_steps)
     for name in ("chunk_frames", "window", "sink"):
         if getattr(options, name) == MODEL:
             new[name] = getattr(d, name)

@@ -42,6 +42,8 @@ class StreamOptions:
 
     chunk_frames: int | str = 3  # MODEL ("model"): the release's (causal/sampling/defaults.py)
     steps: tuple | None = None  # nominal timesteps; None: the model's own default
+    first_steps: tuple | None = None  # the first chunk's steps (None: all chunks use steps; the model's when
+    #                                   steps is None too)
     shift: float | None = None  # None: the model's (checkpoint scheduler) shift
     window: int | None | str = None  # attention window in latent frames (None: attend to everything; MODEL)
     sink: int | str = 0  # frames at the start never evicted from the window (MODEL: the release's)
@@ -70,6 +72,8 @@ class Stream:
         self.device = torch.device(device) if device is not None else experts.low.device
         self.shift = o.shift if o.shift is not None else experts.shift
         self.plan = plan_steps(o.steps, self.shift, experts.boundary)
+        # the first chunk's own step list (Causal Forcing++ 1/2-step models denoise their first chunk in 4 steps)
+        self.first_plan = plan_steps(o.first_steps, self.shift, experts.boundary) if o.first_steps else None
         self.sigma_b = boundary_sigma(experts.boundary, self.shift) if experts.boundary is not None else None
         n_layers = experts.config.num_layers
         self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,
@@ -194,10 +198,11 @@ class Stream:
             frames = 1
         frames = frames or self.options.chunk_frames
         start = self.next_frame
-        last = len(self.plan) - 1 if exit_step is None else exit_step
-        if not 0 <= last < len(self.plan):
-            raise ValueError(f"exit step {exit_step} is outside the {len(self.plan)}-step plan")
-        plan = self.plan[:last + 1]
+        full = self.first_plan if self.chunk_index == 0 and self.first_plan and exit_step is None else self.plan
+        last = len(full) - 1 if exit_step is None else exit_step
+        if not 0 <= last < len(full):
+            raise ValueError(f"exit step {exit_step} is outside the {len(full)}-step plan")
+        plan = full[:last + 1]
         x = self._noise(frames)
         pred = x
         for i, step in enumerate(plan):

@@ -10,7 +10,7 @@ The sampling facts come from each release's own inference config:
   the model unwarped (shift 1 here), 3 frames per chunk.
 - Causal Forcing (thu-ml/Causal-Forcing): chunkwise/causal_forcing.pt (3 frames per chunk) and
   framewise/causal_forcing.pt (1 frame per chunk), 4 steps at shift 5; Causal Forcing++ framewise-2step.pt
-  (1000,500) and framewise-1step.pt (1000), whose release runs the first frame with the 4-step list;
+  (1000,500) and framewise-1step.pt (1000), whose first chunk is denoised with the 4-step list;
   chunkwise/longvideo.pt is sampled by Rolling Forcing's sampler in the release.
 - ComfyUI core's ar_convert (Causal Forcing repackaged, e.g. causal_forcing-framewise.safetensors): bare keys;
   core's SamplerARVideo takes the frames per block from the user, the file name says frame-wise or chunk-wise.
@@ -22,7 +22,7 @@ The sampling facts come from each release's own inference config:
   (= 1000,750,500,250 at shift 5 rounded down), chunk 3; the release re-computes the KV cache of the last frames
   every chunk.
 A safetensors file may also state the values in its metadata with the releases' own config names
-(num_frame_per_block, denoising_step_list, timestep_shift, local_attn_size, sink_size).
+(num_frame_per_block, denoising_step_list[_first_chunk], timestep_shift, local_attn_size, sink_size).
 """
 from __future__ import annotations
 
@@ -36,8 +36,6 @@ from ..sampling.defaults import CAUSALWAN_A14B, SELF_FORCING, ModelDefaults
 from ..sampling.schedule import SELF_FORCING_STEPS
 
 SF_PT = "a torch .pt whose generator_ema (or generator) entry holds the DiT under 'model.' (model.blocks.0.self_attn.q.weight, ...)"
-FIRST_FRAME_4_STEPS = ("the release denoises the first frame with 1000,750,500,250 and the rest with this list; "
-                       "here every frame uses this list")
 
 
 @dataclass(frozen=True)
@@ -47,15 +45,15 @@ class Release:
     layout: str  # what its files hold, for error messages
 
 
-def _d(name, steps=SELF_FORCING_STEPS, shift=5.0, chunk=3, window=None, sink=0, note=""):
-    return ModelDefaults(name, tuple(steps), shift, chunk, window, sink, note)
+def _d(name, steps=SELF_FORCING_STEPS, shift=5.0, chunk=3, window=None, sink=0, note="", first=None):
+    return ModelDefaults(name, tuple(steps), shift, chunk, window, sink, note, first)
 
 
 RELEASES = (  # order matters: the first release whose token appears wins
     Release(("framewise-1step", "framewise_1step"), _d("Causal Forcing++ frame-wise 1-step", (1000,), chunk=1,
-                                                       note=FIRST_FRAME_4_STEPS), SF_PT),
+                                                       first=SELF_FORCING_STEPS), SF_PT),
     Release(("framewise-2step", "framewise_2step"), _d("Causal Forcing++ frame-wise 2-step", (1000, 500), chunk=1,
-                                                       note=FIRST_FRAME_4_STEPS), SF_PT),
+                                                       first=SELF_FORCING_STEPS), SF_PT),
     Release(("framewise", "frame-wise", "frame_wise"), _d("Causal Forcing frame-wise", chunk=1),
             f"{SF_PT}, or ComfyUI's ar_convert .safetensors with bare keys (blocks.0.self_attn.q.weight, ...)"),
     Release(("longvideo",), _d("Causal Forcing long video", note="the release samples it with Rolling Forcing's "
@@ -95,7 +93,7 @@ def by_name(path) -> Release | None:
 
 
 _META = {"num_frame_per_block": "chunk_frames", "local_attn_size": "window", "sink_size": "sink",
-         "timestep_shift": "shift", "denoising_step_list": "steps"}
+         "timestep_shift": "shift", "denoising_step_list": "steps", "denoising_step_list_first_chunk": "first_steps"}
 
 
 def _from_metadata(defaults: ModelDefaults, metadata: dict) -> ModelDefaults:
@@ -109,7 +107,7 @@ def _from_metadata(defaults: ModelDefaults, metadata: dict) -> ModelDefaults:
             val = json.loads(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError:
             val = [float(v) for v in re.split(r"[,\s]+", raw.strip("[] ")) if v]
-        if field == "steps":
+        if field in ("steps", "first_steps"):
             new[field] = tuple(float(v) for v in val if float(v) > 0)
         elif field == "window":
             new[field] = int(val) if int(val) > 0 else None

@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from ..causal.memory.memory_plan import plan_memory
+from ..causal.memory.oom import explain_oom
 from ..causal.sampling.defaults import MODEL as FROM_MODEL, resolve_options
 from ..causal.sampling.schedule import parse_steps
 from ..causal.sampling.stream import Stream, StreamOptions
@@ -20,11 +20,16 @@ from .values import CATEGORY, MODEL, PROMPTS_OR_CONDITIONING, START, STREAM, VAE
 MAX_CHUNKS = 1000
 
 
+CACHE_DTYPES = {"auto": None, "fp8_e4m3fn": torch.float8_e4m3fn}
+
+
 def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frames: int,
-                   sink_frames: int) -> StreamOptions:
+                   sink_frames: int, kv_cache: str = "auto") -> StreamOptions:
     """Widget values -> StreamOptions (empty steps: the model's own list; shift 0: the checkpoint's; frames per
     chunk 0, window -1, sink -1: the model's release's, see causal/sampling/defaults.py)."""
-    return StreamOptions(chunk_frames=int(frames_per_chunk) or FROM_MODEL,
+    if kv_cache not in CACHE_DTYPES:
+        raise ValueError(f"unknown kv_cache {kv_cache!r}; choose one of {', '.join(CACHE_DTYPES)}")
+    return StreamOptions(cache_dtype=CACHE_DTYPES[kv_cache], chunk_frames=int(frames_per_chunk) or FROM_MODEL,
                          steps=tuple(parse_steps(steps)) if steps and steps.strip() else None,
                          shift=float(shift) if shift > 0 else None,
                          window=FROM_MODEL if window_frames < 0 else (int(window_frames) or None),
@@ -71,6 +76,9 @@ class CausalWanChunkSampler:
             "sink_frames": ("INT", {"default": -1, "min": -1, "max": 1024, "tooltip": (
                 "With a window: the first frames that always stay in the cache (attention sink), e.g. 3. "
                 "Must be smaller than the window. -1: the model's (3 for LongLive and Reward Forcing).")}),
+            "kv_cache": (list(CACHE_DTYPES), {"default": "auto", "tooltip": (
+                "Number format of the attention (KV) cache. auto: the model's compute dtype (bf16). fp8_e4m3fn: "
+                "about half the cache memory (one scale per token), for long videos or small GPUs.")}),
         }, "optional": {
             "vae": (VAE, {"tooltip": "Optional CausalWan VAE: each chunk is decoded for a live preview."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
@@ -85,21 +93,25 @@ class CausalWanChunkSampler:
         return True
 
     def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=0,
-               window_frames=-1, sink_frames=-1, vae=None, unique_id=None):
+               window_frames=-1, sink_frames=-1, kv_cache="auto", vae=None, unique_id=None):
         model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
         node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
-        options = resolve_options(stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames),
-                                  model.experts)
+        options = resolve_options(stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames,
+                                                 kv_cache), model.experts)
         schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,
                                first_mode="cut")
         start_frames = 0 if start.latent is None else start.latent.shape[2]
         total = start_frames + num_chunks * options.chunk_frames
         options = dataclasses.replace(options, max_frames=total)  # size a window-less KV cache once
-        caches = plan_memory(model.config, start.latent_hw[0] * 8, start.latent_hw[1] * 8,
-                             chunk_frames=options.chunk_frames, frames=total, window=options.window,
-                             sink=options.sink, experts=len(model.experts.names), weight_dtype=model.experts.low.dtype,
-                             cache_dtype=options.cache_dtype).kv_cache
-        adapter.make_room(caches, model.device)
+        plan = model.memory_plan(start.latent_hw[0] * 8, start.latent_hw[1] * 8, chunk_frames=options.chunk_frames,
+                                 frames=total, window=options.window, sink=options.sink,
+                                 cache_dtype=options.cache_dtype)
+        adapter.make_room(plan.kv_cache, model.device)
+        with explain_oom(plan, device=model.device):  # out of memory: the planner's advice (mode, fp8 cache, size)
+            return self._run(model, start, schedule, options, num_chunks, seed, vae, unique_id)
+
+    def _run(self, model, start, schedule, options, num_chunks, seed, vae, unique_id):
+        start_frames = 0 if start.latent is None else start.latent.shape[2]
         stream = Stream(model.experts, seed=seed, options=options, latent_hw=start.latent_hw, batch=start.batch,
                         device=model.device)
         pieces, parts = [], []

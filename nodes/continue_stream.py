@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..causal.memory.memory_plan import plan_memory
+from ..causal.memory.oom import explain_oom
 from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks
@@ -50,21 +50,22 @@ class CausalWanContinue:
         node_memory.release_previous("stream", unique_id)
         src, extra = stream.stream, num_chunks * stream.stream.options.chunk_frames
         h, w = src.latent_hw
-        plan = plan_memory(src.experts.config, h * 8, w * 8, chunk_frames=src.options.chunk_frames,
-                           frames=src.next_frame + extra, window=src.options.window, sink=src.options.sink,
-                           experts=len(src.experts.names), weight_dtype=src.experts.low.dtype,
-                           cache_dtype=src.options.cache_dtype, parked_frames=src.next_frame)
+        plan = stream.model.memory_plan(h * 8, w * 8, chunk_frames=src.options.chunk_frames,
+                                        frames=src.next_frame + extra, window=src.options.window,
+                                        sink=src.options.sink, cache_dtype=src.options.cache_dtype,
+                                        parked_frames=src.next_frame)
         # the fork takes over the upstream's caches (or, on a re-queue, gets its parked copy back): on the device
         # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host)
         adapter.make_room(plan.kv_cache, stream.model.device)
-        fork = src.fork()
-        fork.reserve(extra)
         schedule = None
         if prompts is not None:
             schedule = to_schedule(as_prompt_list(prompts), stream.model.config.text_len, stream.latent.shape[0],
                                    num_chunks)
         warmup = stream.latent[:, :, -PREVIEW_WARMUP_FRAMES:] if vae is not None else None
-        chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
+        with explain_oom(plan, device=stream.model.device):  # out of memory: the planner's advice
+            fork = src.fork()
+            fork.reserve(extra)
+            chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
         latent = torch.cat([stream.latent] + [c.cpu() for c in chunks], dim=2)
         pieces = stream.pieces + [c.shape[2] for c in chunks]
         state = StreamState(fork, stream.model, latent, pieces)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..causal.memory.oom import explain_oom, is_oom
 from . import comfy_adapter as adapter
 from . import node_memory
 from ..causal.sampling.defaults import model_defaults
@@ -29,15 +30,6 @@ def _bytes_on_disk(path: str) -> int:
 REFERENCE_SIZE = (480, 832, 21)  # height, width, latent frames (81 video frames) of the memory-plan line
 
 
-def _part_bytes(expert) -> tuple[int, int]:
-    """(bytes outside the blocks, bytes of the largest block) of a loaded expert, fp8 layers included."""
-    def nbytes(module):
-        return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-    blocks = [nbytes(b) for b in expert.blocks]
-    return nbytes(expert) - sum(blocks), max(blocks)
-
-
 def _describe_plan(model: LoadedModel) -> str:
     """One line: what was loaded, and the predicted peak memory of a reference stream (causal/memory/memory_plan.py)."""
     experts = model.experts.modules()
@@ -49,12 +41,8 @@ def _describe_plan(model: LoadedModel) -> str:
             f"{model.device}")
     head = f"{model_defaults(model.experts).describe(model.experts.shift)}\n{head}"  # the release and its sampling
     try:
-        from ..causal.memory.memory_plan import MODES, plan_memory
-
         h, w, frames = REFERENCE_SIZE
-        plan = plan_memory(model.config, h, w, frames=frames, experts=len(experts),
-                           mode=model.offload if model.offload in MODES else "resident", weight_dtype=first.dtype,
-                           shared_cross=model.experts.share_cross_cache, part_bytes=_part_bytes(first))
+        plan = model.memory_plan(h, w, frames=frames)
         return f"{head}; {plan.describe()}"
     except Exception as e:  # a plan is advice: never fail a load because of it
         log.warning("CausalWan: no memory plan: %s", e)
@@ -131,17 +119,32 @@ class CausalWanModelLoader:
         adapter.make_room(size, device, unload_all=size > BIG_LOAD_BYTES)
         load_device = device if offload == "resident" else torch.device("cpu")
         try:
-            experts = load_experts(high=high, low=low, folder=folder, dtype=DTYPES[weight_dtype],
-                                   device=load_device, boundary=None if boundary < 0 else float(boundary),
-                                   float_dtype=auto_float_dtype(device))
+            plan = _load_plan(high, low, folder, weight_dtype, offload)
+            with explain_oom(plan, device=device):  # out of memory: the planner's advice (mode, fp8, size)
+                experts = load_experts(high=high, low=low, folder=folder, dtype=DTYPES[weight_dtype],
+                                       device=load_device, boundary=None if boundary < 0 else float(boundary),
+                                       float_dtype=auto_float_dtype(device))
+                policy = apply_offload(experts, offload, device)  # "auto" plans on free GPU memory; CPU: resident
         except (KeyError, RuntimeError) as e:  # shape/key mismatches deep in loading: say which files
+            if is_oom(e):
+                raise
             raise ValueError(f"could not load {', '.join(map(_name, paths))} as a causal Wan model: {e}") from e
-        policy = apply_offload(experts, offload, device)  # "auto" plans on free GPU memory; resident on a CPU
         model = LoadedModel(experts, device, ", ".join(map(_name, paths)), "", policy.mode, policy=policy)
         model.plan = _describe_plan(model)
         log.info("CausalWan: loaded %s; %s", model.source, model.plan)
         node_memory.remember("model", unique_id, model)
         return (model, model.plan)
+
+
+def _load_plan(high, low, folder, weight_dtype: str, offload: str):
+    """The planner's prediction for the reference stream in the chosen mode, from the file headers alone."""
+    from ..causal.memory.memory_plan import MODES, plan_memory
+    from ..causal.weights.loader import peek_experts
+
+    cfg, n = peek_experts(high, low, folder)
+    h, w, frames = REFERENCE_SIZE
+    return plan_memory(cfg, h, w, frames=frames, experts=n, mode=offload if offload in MODES else "resident",
+                       weight_dtype=DTYPES[weight_dtype] or torch.bfloat16, shared_cross=n == 2)
 
 
 def _name(path: str) -> str:

@@ -51,6 +51,18 @@ class LoadedModel:
     def config(self):
         return self.experts.config
 
+    def memory_plan(self, height: int, width: int, **workload):
+        """The planner's prediction (causal/memory/memory_plan.py) for a stream of `workload` (frames, window,
+        sink, chunk_frames, cache_dtype, parked_frames) on this model, in its offload mode, from the real weights."""
+        from ..causal.memory.memory_plan import MODES, plan_memory
+        from ..causal.memory.offload import DEFAULT_BLOCKS, part_bytes, weight_dtype_of
+
+        return plan_memory(self.config, height, width, experts=len(self.experts.names),
+                           mode=self.offload if self.offload in MODES else "resident",
+                           blocks=getattr(self.policy, "budget", DEFAULT_BLOCKS),
+                           weight_dtype=weight_dtype_of(self.experts),
+                           shared_cross=self.experts.share_cross_cache, part_bytes=part_bytes(self.experts), **workload)
+
     @property
     def is_pair(self) -> bool:
         return self.experts.high is not None

@@ -19,7 +19,7 @@ EXPECTED = {
                                                        "start_chunk_3", "conditioning_4", "start_chunk_4"]),
     "CausalWanChunkSampler": (("LATENT", "CAUSALWAN_STREAM"), ["model", "start", "prompts", "num_chunks", "seed",
                                                                "steps", "shift", "frames_per_chunk", "window_frames",
-                                                               "sink_frames", "vae"]),
+                                                               "sink_frames", "kv_cache", "vae"]),
     "CausalWanContinue": (("LATENT", "CAUSALWAN_STREAM"), ["stream", "num_chunks", "prompts", "vae"]),
     "CausalWanDecode": (("IMAGE",), ["vae", "latent", "tile_size"]),
     "CausalWanTextEncode": (("CONDITIONING",), ["text_encoder", "text", "device"]),

@@ -252,3 +252,39 @@ def test_nothing_is_released_under_comfyui_lru_cache(models, monkeypatch):
     assert not old.released and not new.released
     dense_start = CausalWanImageConditioner().start(SIZE, SIZE)[0]
     assert sample(old, dense_start, conditioning(), chunks=1)[0]["samples"].shape == (1, 16, 3, 4, 4)
+
+
+def test_fp8_kv_cache_is_chosen_in_the_sampler(pair, start):
+    model, _ = pair
+    plain = sample(model, start, conditioning(), chunks=2)[1]
+    fp8 = sample(model, start, conditioning(), chunks=2, kv_cache="fp8_e4m3fn")[1]
+    assert {t.dtype for c in fp8.stream.caches.values() for t in c.k} == {torch.float8_e4m3fn}
+    assert fp8.stream.cache_bytes() < plain.stream.cache_bytes()
+    assert 0 < (fp8.latent - plain.latent).abs().max() < 1.0  # close, not equal
+    with pytest.raises(ValueError, match="unknown kv_cache 'fp4'"):
+        sample(model, start, conditioning(), kv_cache="fp4")
+
+
+def test_out_of_memory_reaches_the_user_with_the_planners_advice(pair, start, monkeypatch):
+    from causalwan.causal.memory.oom import CausalWanOutOfMemory
+    from causalwan.causal.weights import loader
+
+    model, _ = pair
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Stream, "next_chunk", oom)
+    for run in (lambda: sample(model, start, conditioning(), chunks=2),
+                lambda: CausalWanContinue().go_on(state, 1)):
+        with pytest.raises(CausalWanOutOfMemory) as info:
+            run()
+        text = str(info.value)
+        assert "ran out of memory in offload mode 'resident' at 32x32" in text and "Try offload mode" in text
+        assert "Original error: CUDA out of memory" in text
+        monkeypatch.undo()
+        state = sample(model, start, conditioning(), chunks=1)[1]
+        monkeypatch.setattr(Stream, "next_chunk", oom)
+    monkeypatch.setattr(loader, "load_experts", oom)
+    with pytest.raises(CausalWanOutOfMemory, match="ran out of memory in offload mode 'swap' at 480x832"):
+        CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", offload="swap")

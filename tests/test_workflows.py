@@ -111,7 +111,7 @@ def wf():
 def test_checker_finds_a_missing_seed_control_value(wf):
     sampler_of(wf)["widgets_values"].remove("fixed")
     (p,) = check_workflow(wf, INFO, FILES)
-    assert "7 widget values, the definition needs 8" in p
+    assert "8 widget values, the definition needs 9" in p
 
 
 def test_checker_finds_values_out_of_range_and_of_wrong_type(wf):

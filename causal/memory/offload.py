@@ -262,7 +262,8 @@ def concrete_device(device) -> torch.device:
     return device
 
 
-def _weight_dtype(experts: ExpertPair) -> torch.dtype:
+def weight_dtype_of(experts: ExpertPair) -> torch.dtype:
+    """The dtype the block weights are stored in (fp8 when any block Linear is fp8)."""
     dtypes = {t.dtype for m in experts.modules().values() for t in m.blocks.state_dict().values()}
     fp8 = [d for d in dtypes if is_fp8(d)]
     return fp8[0] if fp8 else experts.low.dtype
@@ -290,7 +291,7 @@ def auto_plan(experts: ExpertPair, device, free_bytes: int | None = None, blocks
                           for t in m.state_dict().values() if t.device == device)
     height, width = workload.pop("height", 480), workload.pop("width", 832)
     return choose_mode(free_bytes, experts.config, height, width, experts=len(experts.names),
-                       weight_dtype=_weight_dtype(experts), blocks=blocks, shared_cross=experts.share_cross_cache,
+                       weight_dtype=weight_dtype_of(experts), blocks=blocks, shared_cross=experts.share_cross_cache,
                        part_bytes=part_bytes(experts), **workload)
 
 

@@ -22,7 +22,10 @@ import time
 
 import torch
 
-from .causal.memory.memory_plan import GIB, plan_memory
+from .causal.memory.memory_plan import GIB, MODES, plan_memory
+from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload
+from .causal.memory.oom import device_budget, oom_message
+from .causal.model.kv_cache import CACHE_DTYPES
 from .causal.model.config import WanConfig
 from .causal.model.transformer import CausalWanModel
 from .causal.sampling.experts import ExpertPair
@@ -46,13 +49,24 @@ def demo_models(seed: int, boundary: float | None = None, shift: float | None = 
     return pair, random_vae(base_dim=8, seed=seed)
 
 
-def demo_text(prompt: str, cfg: WanConfig) -> torch.Tensor:
-    """A stand-in text embedding derived from the prompt (no text encoder without weights)."""
-    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "little")
-    return torch.randn(1, 12, cfg.text_dim, generator=torch.Generator().manual_seed(seed))
+class DemoText:
+    """A stand-in text encoder: an embedding derived from the prompt (no text encoder without weights)."""
+
+    def encode(self, prompts: list[str]) -> list[torch.Tensor]:
+        seeds = [int.from_bytes(hashlib.sha256(p.encode()).digest()[:4], "little") for p in prompts]
+        return [torch.randn(12, DEMO_CONFIG.text_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
 
 
-def real_models(c: CheckedArgs, dtype):
+def encode_prompts(encoder, a, c: CheckedArgs, device) -> PromptSchedule:
+    """--prompt and the --switch prompts, encoded; the caller drops the encoder afterwards."""
+    encode = lambda prompt: encoder.encode([prompt])[0][None].to(device)  # noqa: E731
+    changes = [PromptChange(0, encode(a.prompt))]
+    changes += [PromptChange(k, encode(p), a.switch_mode) for k, p in c.switches]
+    return PromptSchedule(changes)
+
+
+def real_models(c: CheckedArgs, dtype, offload: str):
+    """Experts (on the CPU unless resident: the offload policy moves them), VAE and text encoder."""
     from .causal.weights.loader import load_experts
     from .causal.weights.text_encoder import load_text_encoder
     from .vae.weights import load_vae
@@ -60,9 +74,9 @@ def real_models(c: CheckedArgs, dtype):
     f, device = c.files, c.device
     vae = load_vae(f.vae, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
     experts = load_experts(high=f.high, low=None if f.folder else f.low, folder=f.folder, dtype=dtype,
-                           device=device, boundary=c.boundary, shift=c.shift)
+                           device=device if offload == "resident" else "cpu", boundary=c.boundary, shift=c.shift)
     encoder = load_text_encoder(f.text_encoder, device=device)
-    return experts, vae, lambda prompt: encoder.encode([prompt])[0][None]
+    return experts, vae, encoder
 
 
 def apply_loras(experts, loras: list) -> str:
@@ -73,8 +87,8 @@ def apply_loras(experts, loras: list) -> str:
     return activate(experts, [(read_lora(path), s, s) for path, s in loras])
 
 
-def memory_plan(c: CheckedArgs, a, dtype) -> str:
-    """The planner's line for this run, from the file headers (nothing loaded yet)."""
+def memory_plan(c: CheckedArgs, a, dtype):
+    """The planner's plan for this run and its line, from the file headers (nothing loaded yet)."""
     if c.files.demo:
         cfg, experts = DEMO_CONFIG, 2
     else:
@@ -83,12 +97,13 @@ def memory_plan(c: CheckedArgs, a, dtype) -> str:
         cfg, experts = peek_experts(c.files.high, None if c.files.folder else c.files.low, c.files.folder)
     plan = plan_memory(cfg, c.height, c.width, chunk_frames=a.frames_per_chunk,
                        frames=1 + a.chunks * a.frames_per_chunk, window=a.window or None, sink=a.sink,
-                       experts=experts, weight_dtype=dtype, shared_cross=experts == 2)
+                       experts=experts, weight_dtype=dtype, shared_cross=experts == 2,
+                       mode=a.offload if a.offload in MODES else "resident", cache_dtype=CACHE_DTYPES[a.kv_cache])
     line = f"memory plan: {plan.describe()}"
     if c.device.startswith("cuda"):
         free = torch.cuda.mem_get_info(torch.device(c.device))[0]
         line += f"; {free / GIB:.1f} GiB free on {c.device}"
-    return line
+    return plan, line
 
 
 def shown(prompt: str, width: int = 48) -> str:
@@ -139,6 +154,12 @@ def parse_args(argv):
                                                              "Forcing, else none; e.g. 12 for long streams)")
     ap.add_argument("--sink", type=int, default=None, help="sink frames kept in the window, smaller than --window "
                                                            "(default: the model's: 3 with LongLive's window, else 0)")
+    ap.add_argument("--offload", default="resident", choices=OFFLOAD_MODES,
+                    help="resident: all weights on the GPU; swap: one expert at a time; blocks: a few blocks at a "
+                         "time; auto: the least offloading that fits the free memory (default: %(default)s)")
+    ap.add_argument("--kv-cache", default="auto", choices=tuple(CACHE_DTYPES),
+                    help="attention cache format: auto (the compute dtype) or fp8_e4m3fn (about half the memory) "
+                         "(default: %(default)s)")
     ap.add_argument("--fps", type=int, default=16, help="frames per second of the MP4 (default: %(default)s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda, cuda:N or mps (default here: %(default)s)")
@@ -187,6 +208,10 @@ def main(argv=None) -> dict:
         fail(f"{what} after {report['chunks']} of {a.chunks} chunks: {kept}; "
              f"{'free disk space or choose another --out' if full else 'check --out and the files given'}", 1)
     except (torch.OutOfMemoryError, MemoryError) as err:
+        if isinstance(err, torch.OutOfMemoryError) and report.get("plan") is not None:
+            # the planner's advice: a lighter --offload, --kv-cache fp8_e4m3fn, or a smaller size
+            advice = oom_message(report["plan"], device_budget(c.device), str(err))
+            fail(f"{advice} (after {report['chunks']} of {a.chunks} chunks: {kept})", 1)
         first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
         fail(f"{first} after {report['chunks']} of {a.chunks} chunks: {kept}; try a smaller --width/--height, "
              f"a --window, or fewer --chunks", 1)
@@ -209,28 +234,35 @@ def run(a, c: CheckedArgs, report: dict) -> dict:
     for note in c.notes:
         print(f"note: {note}")
     dtype = torch.float32 if c.files.demo or device == "cpu" else torch.bfloat16
-    print(memory_plan(c, a, dtype), flush=True)
+    report["plan"], line = memory_plan(c, a, dtype)  # an out-of-memory error is explained from it (main)
+    print(line, flush=True)
     if c.files.demo:
         print("No model files given: running a tiny built-in model with RANDOM weights. The pipeline runs end to "
               "end (encode, stream, decode, MP4), but the video will be noise because no weights are present. "
               "Pass --folder (or --high/--low, or --model) to use real weights.", flush=True)
         experts, vae = demo_models(a.seed, c.boundary, c.shift)
-        experts.low.to(device), experts.high.to(device), vae.to(device)
-        encode = lambda prompt: demo_text(prompt, DEMO_CONFIG)  # noqa: E731
+        experts.low.to(device if a.offload == "resident" else "cpu"), vae.to(device)
+        experts.high.to(device if a.offload == "resident" else "cpu")
+        encoder = DemoText()
     else:
-        experts, vae, encode = real_models(c, dtype)
+        experts, vae, encoder = real_models(c, dtype, a.offload)
     if not c.files.demo:
         print(f"model: {model_defaults(experts).describe(experts.shift)}", flush=True)
     if c.loras:
         print(apply_loras(experts, c.loras), flush=True)
-    changes = [PromptChange(0, encode(a.prompt).to(device))]
-    changes += [PromptChange(k, encode(p).to(device), a.switch_mode) for k, p in c.switches]
-    schedule = PromptSchedule(changes)
+    schedule = encode_prompts(encoder, a, c, device)
+    del encoder  # the text encoder leaves the GPU before the stream needs the memory
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    if a.offload != "resident":  # weights on the CPU, streamed to the device by the policy
+        apply_offload(experts, a.offload, device, height=c.height, width=c.width, chunk_frames=a.frames_per_chunk,
+                      frames=report["plan"].frames, window=a.window or None, sink=a.sink,
+                      cache_dtype=CACHE_DTYPES[a.kv_cache])
     texts = {0: a.prompt, **dict(c.switches)}
     t0 = time.perf_counter()
     start = vae.encode_images(c.image.to(device))
     opts = StreamOptions(chunk_frames=a.frames_per_chunk, steps=c.steps, shift=c.shift, window=a.window or None,
-                         sink=a.sink, max_frames=start.shape[2] + a.chunks * a.frames_per_chunk)
+                         sink=a.sink, cache_dtype=CACHE_DTYPES[a.kv_cache], max_frames=start.shape[2] + a.chunks * a.frames_per_chunk)
     stream = Stream(experts, seed=a.seed, options=opts, device=device)
     stream.set_prompt(schedule.changes[0].context)
     stream.prime(start)

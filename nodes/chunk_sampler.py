@@ -8,6 +8,7 @@ import torch
 from ..causal.memory.oom import explain_oom
 from ..causal.sampling.defaults import MODEL as FROM_MODEL, resolve_options
 from ..causal.sampling.schedule import parse_steps
+from ..causal.model.kv_cache import CACHE_DTYPES
 from ..causal.sampling.stream import Stream, StreamOptions
 from . import comfy_adapter as adapter
 from . import node_memory
@@ -18,9 +19,6 @@ from .latents import to_comfy_latent
 from .values import CATEGORY, MODEL, PROMPTS_OR_CONDITIONING, START, STREAM, VAE, DecodedFrames, StreamState
 
 MAX_CHUNKS = 1000
-
-
-CACHE_DTYPES = {"auto": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 
 def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frames: int,

@@ -53,3 +53,44 @@ def test_incomplete_real_model_arguments_are_explained(tmp_path, capsys):
         cli.main(["--high", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.mp4")])
     assert exc.value.code == 2
     assert "error: only --high (the high-noise expert) was given" in capsys.readouterr().err
+
+
+def test_text_encoder_is_dropped_before_streaming_and_memory_options_apply(tmp_path, monkeypatch):
+    import weakref
+
+    from causalwan.causal.sampling.stream import Stream
+
+    encoders, seen = [], {}
+    real_encode, real_prime = cli.encode_prompts, Stream.prime
+
+    def encode_prompts(encoder, *args):
+        encoders.append(weakref.ref(encoder))
+        return real_encode(encoder, *args)
+
+    def prime(self, latent, start_frame=None):
+        seen["encoder alive"] = encoders[0]() is not None
+        seen["cache"], seen["offload"] = self.options.cache_dtype, self.experts._offload.mode
+        return real_prime(self, latent, start_frame)
+
+    monkeypatch.setattr(cli, "encode_prompts", encode_prompts)
+    monkeypatch.setattr(Stream, "prime", prime)
+    summary = cli.main(["--chunks", "1", "--width", "64", "--height", "64", "--kv-cache", "fp8_e4m3fn",
+                        "--offload", "swap", "--out", str(tmp_path / "v.mp4")])
+    assert summary["frames"] == 13
+    assert seen == {"encoder alive": False, "cache": torch.float8_e4m3fn, "offload": "swap"}
+
+
+def test_out_of_memory_is_explained_with_the_planners_advice(tmp_path, capsys, monkeypatch):
+    from causalwan.causal.sampling.stream import Stream
+
+    def oom(self, frames=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Stream, "next_chunk", oom)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--chunks", "1", "--width", "64", "--height", "64", "--out", str(tmp_path / "v.mp4")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1
+    assert "error: CausalWan ran out of memory in offload mode 'resident' at 64x64" in err
+    assert "Try offload mode 'swap'" in err and "Original error: CUDA out of memory" in err
+    assert "after 0 of 1 chunks" in err and not (tmp_path / "v.mp4").exists()

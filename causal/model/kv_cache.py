@@ -31,6 +31,7 @@ from .fp8_storage import quantize_rows
 from .rope import apply_rope, rope_table
 
 POLICIES = ("absolute", "window")
+CACHE_DTYPES = {"auto": None, "fp8_e4m3fn": torch.float8_e4m3fn}  # user choices: None = the compute dtype
 
 
 def resolve_policy(policy: str, window: int | None) -> str:

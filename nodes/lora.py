@@ -47,7 +47,9 @@ class CausalWanLoRA:
             raise ValueError("no LoRA file chosen: put LoRA files in ComfyUI/models/loras and refresh the page")
         lora = read_lora(adapter.get_full_path("loras", lora_name))
         use = LoraUse(lora, check_strength(strength_high, "strength_high"), check_strength(strength_low, "strength_low"))
-        layers = {}
+        layers, skipped = {}, {}
         for name, expert in model.experts.modules().items():  # fails here, at this node, if the LoRA does not fit
-            layers[name] = len(patches_for(lora, expert)) if use.strength(name) != 0 else 0
-        return (model.with_lora(use), describe([use], layers))
+            found = patches_for(lora, expert)
+            layers[name] = len(found.patches) if use.strength(name) != 0 else 0
+            skipped[name] = len(found.skipped)
+        return (model.with_lora(use), describe([use], layers, skipped))

@@ -174,3 +174,35 @@ def test_cli_lora_option_stacks_files_and_rejects_a_misfit(tmp_path, capsys):
         cli.main(args + ["--lora", str(wide), "--out", str(tmp_path / "w.mp4")])
     assert e.value.code == 2 and "does not fit this model" in capsys.readouterr().err
     assert not (tmp_path / "w.mp4").exists()
+
+
+def test_lightx2v_style_file_with_diff_m_and_image_branch_layers(tmp_path, model):
+    """A lightx2v-style distill LoRA: lora_down/lora_up + alpha, diff_b on biases, diff on norms, diff_m on the
+    block modulation; made for Wan2.1 I2V, so it also holds k_img/v_img/norm_k_img layers, which a model without
+    the image branch skips (and says so) while everything else applies."""
+    g = torch.Generator().manual_seed(9)
+    sd = model.state_dict()
+    factors = lora_factors(model, rank=4, seed=2, targets=["blocks.0.cross_attn.k.weight", "blocks.1.ffn.2.weight"])
+    out = {}
+    for k, (up, down) in factors.items():
+        layer = "diffusion_model." + k[: -len(".weight")]
+        out[f"{layer}.lora_down.weight"], out[f"{layer}.lora_up.weight"] = down, up
+        out[f"{layer}.alpha"] = torch.tensor(2.0)
+    diffs = {"blocks.0.cross_attn.k.bias": torch.randn(sd["blocks.0.cross_attn.k.bias"].shape, generator=g) * 0.2,
+             "blocks.0.cross_attn.norm_k.weight": torch.randn(model.config.dim, generator=g) * 0.2,
+             "blocks.1.modulation": torch.randn(sd["blocks.1.modulation"].shape, generator=g) * 0.2}
+    out["diffusion_model.blocks.0.cross_attn.k.diff_b"] = diffs["blocks.0.cross_attn.k.bias"]
+    out["diffusion_model.blocks.0.cross_attn.norm_k.diff"] = diffs["blocks.0.cross_attn.norm_k.weight"]
+    out["diffusion_model.blocks.1.diff_m"] = diffs["blocks.1.modulation"]
+    d = model.config.dim
+    out["diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight"] = torch.randn(4, d, generator=g)
+    out["diffusion_model.blocks.0.cross_attn.k_img.lora_up.weight"] = torch.randn(d, 4, generator=g)
+    out["diffusion_model.blocks.0.cross_attn.norm_k_img.diff"] = torch.randn(d, generator=g)
+    save_file({k: v.contiguous() for k, v in out.items()}, str(tmp_path / "lightx2v.safetensors"))
+    experts = pair_of(model)
+    summary = activate(experts, [(read_lora(tmp_path / "lightx2v.safetensors"), 1.0, 0.6)])
+    assert "low: 5 tensors" in summary and "2 image-branch layers skipped" in summary
+    got = run(model)
+    activate(experts, [])
+    want = run(merged_reference(model, [(0.6, factors, 2.0, diffs)]))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint_files import WeightsError
-from .lora_keys import LoraFile, Patch, resolve
+from .lora_keys import LoraFile, Patch, Resolved, resolve
 
 __all__ = ["LoraFile", "LoraHooks", "activate", "apply_patches", "patches_for"]
 
@@ -36,7 +36,7 @@ def _params(model: nn.Module) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items() if not k.endswith("scale_weight")}
 
 
-def patches_for(lora: LoraFile, model: nn.Module) -> list[Patch]:
+def patches_for(lora: LoraFile, model: nn.Module) -> Resolved:
     cfg = getattr(model, "config", None)
     what = f"this model ({cfg.describe()})" if cfg is not None else "this model"
     return resolve(lora, _params(model), what)
@@ -180,19 +180,21 @@ def activate(experts, uses) -> str:
     state = getattr(experts, "_lora_state", None)
     if state is not None and state[0] == key:
         return state[2]
-    patched = {}
+    patched, skipped = {}, {}
     for name, model in experts.modules().items():  # resolve everything before anything changes
-        patched[name] = [(u.strength(name), patches_for(u.lora, model)) for u in uses if u.strength(name) != 0]
+        found = [(u.strength(name), patches_for(u.lora, model)) for u in uses if u.strength(name) != 0]
+        patched[name] = [(s, r.patches) for s, r in found]
+        skipped[name] = sum(len(r.skipped) for _, r in found)
     if state is not None:
         for h in state[1].values():
             h.remove()
     hooks = {name: apply_patches(experts.modules()[name], pl) for name, pl in patched.items()}
-    summary = describe(uses, {n: h.layers for n, h in hooks.items()})
+    summary = describe(uses, {n: h.layers for n, h in hooks.items()}, skipped)
     experts._lora_state = (key, hooks, summary)
     return summary
 
 
-def describe(uses, layers: dict) -> str:
+def describe(uses, layers: dict, skipped: dict | None = None) -> str:
     """'LoRA a.safetensors (high 1, low 0.8, rank 32) + ...; patched high: 400 tensors, low: 400 tensors'."""
     if not uses:
         return "no LoRA"
@@ -202,7 +204,12 @@ def describe(uses, layers: dict) -> str:
         rank = u.lora.rank
         parts.append(f"{u.lora.path.replace(chr(92), '/').rsplit('/', 1)[-1]} ({s}{f', rank {rank}' if rank else ''})")
     counts = ", ".join(f"{n}: {k} tensors" for n, k in layers.items())
-    return f"LoRA {' + '.join(parts)}; patched {counts}"
+    text = f"LoRA {' + '.join(parts)}; patched {counts}"
+    left = max((skipped or {}).values(), default=0)
+    if left:
+        text += (f"; {left} image-branch layers skipped (made for Wan2.1 I2V; this model has no CLIP image "
+                 "branch)")
+    return text
 
 
 def check_strength(value, what: str) -> float:

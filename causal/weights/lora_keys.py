@@ -7,8 +7,11 @@ Formats (each may carry a prefix such as `diffusion_model.`, `model.diffusion_mo
   Wan Fun writes `lora_unet__blocks_...`) + `.lora_up.weight` + `.alpha`
 - diffusers / peft: `transformer.blocks.0.attn1.to_q.lora_A.weight` + `.lora_B.weight` (diffusers layer names;
   peft also `.lora_A.default.weight`); the original names with lora_A/lora_B are read too
-- full deltas: `<layer>.diff` (added to the weight, e.g. norms, modulation) and `<layer>.diff_b` (to the bias),
-  as the lightx2v distill LoRAs ship them; a non-weight parameter (`blocks.0.modulation.diff`) too.
+- full deltas: `<layer>.diff` (added to the weight, e.g. norms), `<layer>.diff_b` (to the bias) and
+  `blocks.N.diff_m` (to the block's modulation), as the lightx2v distill LoRAs ship them; a non-weight parameter
+  (`blocks.0.modulation.diff`) too.
+Layers of the Wan2.1 I2V image branch (k_img, v_img, norm_k_img, img_emb) on a model without that branch are
+skipped and counted (Wan2.1 I2V LoRAs are used on Wan2.2 and T2V models; ComfyUI skips them the same way).
 A low-rank pair adds strength * (alpha / rank) * up @ down to the weight (alpha defaults to the rank: scale 1),
 as ComfyUI, kohya and peft define it. Nothing here reads the model's weights: only its parameter names and shapes.
 """
@@ -30,11 +33,13 @@ _SUFFIXES = {  # suffix -> role
     ".lora_A.weight": "down", ".lora_B.weight": "up",
     ".lora_A.default.weight": "down", ".lora_B.default.weight": "up",
     ".lora.down.weight": "down", ".lora.up.weight": "up",
-    ".alpha": "alpha", ".diff": "diff", ".diff_b": "diff_b",
+    ".alpha": "alpha", ".diff": "diff", ".diff_b": "diff_b", ".diff_m": "diff_m",
 }
 _UNSUPPORTED = {".dora_scale": "DoRA", ".hada_w1_a": "LoHa", ".lokr_w1": "LoKr", ".lora_mid.weight": "LoCon (mid)",
                 ".w_norm": "norm diff", ".set_weight": "set_weight"}
 _OTHER_MODELS = ("lora_te", "text_encoder", "lora_te1", "lora_te2", "clip")
+_IMAGE_BRANCH = re.compile(r"(^|\.)(k_img|v_img|norm_k_img)$|^img_emb\.|(^|\.)(add_k_proj|add_v_proj|norm_added_k)$|"
+                           r"^condition_embedder\.image_embedder\.|(^|_)(k_img|v_img|norm_k_img)$|^img_emb_")
 
 
 @dataclass
@@ -64,6 +69,14 @@ class Patch:
         if self.kind == "diff":
             return self.diff.float().reshape(shape)
         return (self.up.float().flatten(1) @ self.down.float().flatten(1)).mul_(self.scale).reshape(shape)
+
+
+@dataclass
+class Resolved:
+    """The patches of one LoRA on one model, and the image-branch layers skipped because the model lacks them."""
+
+    patches: list
+    skipped: list
 
 
 @dataclass
@@ -146,31 +159,34 @@ def _underscored(names) -> dict[str, str]:
 def _module_name(base: str, params: dict, kohya_map: dict, kohya: bool) -> str | None:
     """The model's module that a LoRA layer name means (original or diffusers naming), or None."""
     for cand in (base, keymap.to_original(base + ".")[:-1]):
-        if any(f"{cand}.{p}" in params for p in ("weight", "bias")) or cand in params:
+        if any(f"{cand}.{p}" in params for p in ("weight", "bias", "modulation")) or cand in params:
             return cand
     if kohya or "." not in base:
         return kohya_map.get(base)
     return None
 
 
-def resolve(lora: LoraFile, params: dict[str, tuple], describe: str = "this model") -> list[Patch]:
+def resolve(lora: LoraFile, params: dict[str, tuple], describe: str = "this model") -> Resolved:
     """Patches of `lora` on a model whose parameters are {name: shape} (original Wan names); every layer of the
-    file must exist in the model with fitting shapes, else one WeightsError naming the first misfits."""
+    file must exist in the model with fitting shapes (image-branch layers on a model without one are skipped),
+    else one WeightsError naming the first misfits."""
     kohya_map = _underscored({k.rpartition(".")[0] for k in params} | set(params))
-    patches, missing, wrong, other = [], [], [], []
+    has_image_branch = any(".k_img." in k or k.startswith("img_emb.") for k in params)
+    patches, missing, wrong, other, skipped = [], [], [], [], []
     for base, g in lora.groups.items():
         if base.startswith(_OTHER_MODELS):
             other.append(base)
             continue
         mod = _module_name(base, params, kohya_map, lora.kohya)
         if mod is None:
-            missing.append(base)
+            (skipped if _IMAGE_BRANCH.search(base) and not has_image_branch else missing).append(base)
             continue
         if mod in params:  # a bare parameter (e.g. blocks.0.modulation): only diffs apply to it
             targets = {"diff": mod}
         else:
-            targets = {"diff": f"{mod}.weight", "diff_b": f"{mod}.bias", "up": f"{mod}.weight"}
-        for role in ("diff", "diff_b"):
+            targets = {"diff": f"{mod}.weight", "diff_b": f"{mod}.bias", "up": f"{mod}.weight",
+                       "diff_m": f"{mod}.modulation" if mod else "modulation"}
+        for role in ("diff", "diff_b", "diff_m"):
             if role in g:
                 p = targets.get(role)
                 if p not in params:
@@ -205,4 +221,4 @@ def resolve(lora: LoraFile, params: dict[str, tuple], describe: str = "this mode
         raise WeightsError(f"the LoRA '{lora.path}' does not fit {describe}: " + "; ".join(problems) +
                            ". It was made for another model (e.g. Wan 1.3B vs 14B, Wan2.2 5B, or another "
                            "architecture); pick a LoRA for this model")
-    return patches
+    return Resolved(patches, skipped)

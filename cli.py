@@ -116,13 +116,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m causalwan.cli (or causalwan-run)", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("model files (none given: a tiny random demo model)")
-    src.add_argument("--folder", help="diffusers folder of the release (transformer/, transformer_2/, vae/, ...)")
-    src.add_argument("--high", help="high-noise expert file (ComfyUI diffusion_models single file); needs --low")
-    src.add_argument("--low", help="low-noise expert file; needs --high")
-    src.add_argument("--model", help="one dense causal checkpoint (Self-Forcing / CausVid 1.3B)")
+    src.add_argument("--folder", help="diffusers folder of the release (transformer/, transformer_2/, vae/, ...) "
+                                       "(default: none)")
+    src.add_argument("--high", help="high-noise expert file (ComfyUI diffusion_models single file); needs "
+                                     "--low (default: none)")
+    src.add_argument("--low", help="low-noise expert file; needs --high (default: none)")
+    src.add_argument("--model", help="one dense causal checkpoint (Self-Forcing / CausVid 1.3B) (default: none)")
     src.add_argument("--vae", help="Wan2.1 VAE file or diffusers vae/ folder (default: the folder's vae/)")
     src.add_argument("--text-encoder", help="umT5 file or folder (default: the folder's text_encoder/ + tokenizer/)")
     src.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
@@ -164,7 +170,7 @@ def parse_args(argv):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda, cuda:N or mps (default here: %(default)s)")
     ap.add_argument("--out", default="out/causalwan_demo.mp4", help="MP4 file to write (default: %(default)s)")
-    return ap.parse_args(argv)
+    return ap
 
 
 class Stopped(BaseException):

@@ -6,6 +6,8 @@ import dataclasses
 import torch
 
 from ..causal.memory.oom import explain_oom
+from ..causal.model.kv_cache import check_window
+from ..causal.sampling import settings
 from ..causal.sampling.defaults import MODEL as FROM_MODEL, resolve_options
 from ..causal.sampling.schedule import parse_steps
 from ..causal.model.kv_cache import CACHE_DTYPES
@@ -24,14 +26,19 @@ MAX_CHUNKS = 1000
 def stream_options(steps: str, shift: float, frames_per_chunk: int, window_frames: int,
                    sink_frames: int, kv_cache: str = "auto") -> StreamOptions:
     """Widget values -> StreamOptions (empty steps: the model's own list; shift 0: the checkpoint's; frames per
-    chunk 0, window -1, sink -1: the model's release's, see causal/sampling/defaults.py)."""
+    chunk 0, window -1, sink -1: the model's release's, see causal/sampling/defaults.py), checked by the same
+    rules as the command line's flags."""
     if kv_cache not in CACHE_DTYPES:
         raise ValueError(f"unknown kv_cache {kv_cache!r}; choose one of {', '.join(CACHE_DTYPES)}")
-    return StreamOptions(cache_dtype=CACHE_DTYPES[kv_cache], chunk_frames=int(frames_per_chunk) or FROM_MODEL,
+    chunk_frames = settings.check_int(frames_per_chunk, "frames_per_chunk", 0, hint="0 for the model's own, 3 for "
+                                                                                     "the released models")
+    window = settings.check_int(window_frames, "window_frames", -1, hint="-1 for the model's own, 0 for no window")
+    sink = settings.check_int(sink_frames, "sink_frames", -1, hint="-1 for the model's own, e.g. 3 with a window")
+    return StreamOptions(cache_dtype=CACHE_DTYPES[kv_cache], chunk_frames=chunk_frames or FROM_MODEL,
                          steps=tuple(parse_steps(steps)) if steps and steps.strip() else None,
-                         shift=float(shift) if shift > 0 else None,
-                         window=FROM_MODEL if window_frames < 0 else (int(window_frames) or None),
-                         sink=FROM_MODEL if sink_frames < 0 else int(sink_frames))
+                         shift=settings.check_shift(shift, "shift", zero_means="the checkpoint's shift"),
+                         window=FROM_MODEL if window < 0 else (window or None),
+                         sink=FROM_MODEL if sink < 0 else sink)
 
 
 class CausalWanChunkSampler:
@@ -92,12 +99,15 @@ class CausalWanChunkSampler:
 
     def sample(self, model, start, prompts, num_chunks, seed, steps="", shift=0.0, frames_per_chunk=0,
                window_frames=-1, sink_frames=-1, kv_cache="auto", vae=None, unique_id=None):
-        model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
-        node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
+        settings.check_chunks(num_chunks, "num_chunks")  # every input checked before anything is freed or run
+        settings.check_seed(seed, "seed")
         options = resolve_options(stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames,
                                                  kv_cache), model.experts)
+        check_window(options.window, options.sink, options.chunk_frames)
         schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,
                                first_mode="cut")
+        model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
+        node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
         start_frames = 0 if start.latent is None else start.latent.shape[2]
         total = start_frames + num_chunks * options.chunk_frames
         options = dataclasses.replace(options, max_frames=total)  # size a window-less KV cache once

@@ -40,6 +40,9 @@ def to_context(text: torch.Tensor, text_len: int, batch: int = 1) -> torch.Tenso
     """[B, L, D] -> [batch, n, D]: trailing zero (padding) rows dropped, cut to `text_len` tokens."""
     if text.dim() != 3:
         raise ValueError(f"text conditioning must be [batch, tokens, channels], got {list(text.shape)}")
+    if not torch.isfinite(text).all():
+        raise ValueError(f"the text conditioning holds {int((~torch.isfinite(text)).sum())} NaN or infinite values; "
+                         "the text encoder (or a node after it) produced broken numbers: check its weights and dtype")
     used = (text.detach().abs().amax(dim=(0, 2)) > 0).nonzero()
     n = int(used[-1]) + 1 if len(used) else 1
     if n > text_len:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..causal.memory.oom import explain_oom
+from ..causal.sampling import settings
 from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks
@@ -47,6 +48,7 @@ class CausalWanContinue:
         if not isinstance(stream, StreamState):
             raise ValueError("the stream input must come from CausalWan Chunk Sampler or CausalWan Continue")
         stream.check()
+        settings.check_chunks(num_chunks, "num_chunks")
         node_memory.release_previous("stream", unique_id)
         src, extra = stream.stream, num_chunks * stream.stream.options.chunk_frames
         h, w = src.latent_hw

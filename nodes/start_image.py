@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from ..vae.image_fit import FITS, MAX_SIDE, MULTIPLE, fit_image, snap
+from ..vae.image_fit import FITS, MAX_SIDE, MULTIPLE, check_image, fit_image, snap
 from .values import CATEGORY, START, VAE, StartLatent
 
 log = logging.getLogger("causalwan")
@@ -46,8 +46,7 @@ class CausalWanImageConditioner:
         if image is not None:
             if vae is None:
                 raise ValueError("a start image needs a VAE to encode it: connect a CausalWan VAE Loader to 'vae'")
-            if image.dim() != 4 or image.shape[-1] not in (3, 4):
-                raise ValueError(f"expected an IMAGE [frames, height, width, 3], got {list(image.shape)}")
+            check_image(image, "image")
             if image.shape[0] > 1:
                 notes.append(f"{image.shape[0]} images given; the first one starts the video")
             frame = fit_image(image[:1, ..., :3], width, height, fit)

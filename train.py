@@ -22,7 +22,7 @@ from .causal.sampling.experts import ExpertPair
 from .causal.training.conditioning import PromptSet, read_prompts
 from .causal.training.config import ConfigError, TrainConfig, load_config
 from .causal.training.export import check_free
-from .causal.training.trainer import DMDTrainer, trainable_copy
+from .causal.training.trainer import DMDTrainer, make_accelerator, trainable_copy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -40,14 +40,15 @@ def start_latents(cfg: TrainConfig) -> list[torch.Tensor] | None:
         return None
     if not cfg.vae:
         raise ConfigError("start_images needs `vae` (the Wan VAE that encodes them)")
-    from .cli import load_image
+    from .cli_checks import read_image
     from .vae.weights import load_vae
-    files = sorted(f for f in Path(cfg.start_images).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    folder = Path(cfg.start_images)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:
-        raise ConfigError(f"start_images '{cfg.start_images}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ConfigError(f"start_images '{folder}' is not a folder of images ({', '.join(IMAGE_SUFFIXES)})")
     vae = load_vae(cfg.vae)
     h, w = cfg.latent_height * 8, cfg.latent_width * 8
-    return [vae.encode_images(load_image(f, w, h)).cpu() for f in files]
+    return [vae.encode_images(read_image(str(f), w, h)).cpu() for f in files]
 
 
 def prompt_set(cfg: TrainConfig) -> PromptSet:
@@ -69,8 +70,7 @@ def build(cfg: TrainConfig) -> DMDTrainer:
     if not cfg.output:
         raise ConfigError("set `output` (where the trained generator is saved)")
     check_free(cfg.output)  # before anything is loaded or written
-    from accelerate import Accelerator
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    acc = make_accelerator(cfg)
     prompts = prompt_set(cfg)
     teacher = load_pair(cfg.teacher)
     generator = load_pair(cfg.student) if cfg.student else trainable_copy(teacher)

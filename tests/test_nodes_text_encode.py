@@ -3,12 +3,9 @@ gives is the encoder's embedding, and it drives the sampler like CLIPTextEncode'
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 pytest.importorskip("transformers")
-spm = pytest.importorskip("sentencepiece")
-
-from transformers import UMT5Config, UMT5EncoderModel  # noqa: E402
+pytest.importorskip("sentencepiece")
 
 from causalwan.causal.weights.text_encoder import TextEncoder  # noqa: E402
 from causalwan.nodes import comfy_adapter as adapter  # noqa: E402
@@ -18,22 +15,14 @@ from causalwan.nodes.model_loader import CausalWanModelLoader  # noqa: E402
 from causalwan.nodes.start_image import CausalWanImageConditioner  # noqa: E402
 from causalwan.nodes.text_encode import CausalWanTextEncode  # noqa: E402
 from node_models import TEXT_DIM
-from weight_writers import tiny_spiece
+from weight_writers import write_tiny_umt5
 
 WORDS = "a red fox runs through fresh snow in a quiet forest at dawn with soft golden light".split()
 
 
 @pytest.fixture
 def umt5_file(models):
-    proto = tiny_spiece(WORDS, 48)
-    torch.manual_seed(0)
-    cfg = UMT5Config(vocab_size=48, d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
-                     feed_forward_proj="gated-gelu", dropout_rate=0.0)
-    sd = {k: v.contiguous() for k, v in UMT5EncoderModel(cfg).state_dict().items()
-          if k != "encoder.embed_tokens.weight"}
-    sd["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
-    path = models / "text_encoders" / "tiny_umt5.safetensors"
-    save_file(sd, str(path))
+    path = write_tiny_umt5(models / "text_encoders" / "tiny_umt5.safetensors", WORDS, TEXT_DIM)
     yield path
     path.unlink()
     text_encode._cache.clear()

@@ -26,7 +26,7 @@ def make(tmp, name, steps=4, dense=False, **kw):
 
 
 def state(tr):
-    return tr.state_weights(), tr.gen_opt.state_dict()["state"], tr.critic_opt.state_dict()["state"]
+    return checkpoints.trainer_weights(tr), tr.gen_opt.state_dict()["state"], tr.critic_opt.state_dict()["state"]
 
 
 def test_stop_after_k_and_resume_equals_uninterrupted_2k_bit_for_bit(tmp_path):

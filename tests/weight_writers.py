@@ -234,3 +234,18 @@ def merged_reference(model, uses) -> "torch.nn.Module":
             sd[k] = sd[k] + s * d.double().reshape(sd[k].shape)
     ref.load_state_dict({k: v.float() for k, v in sd.items()})
     return ref
+
+
+def write_tiny_umt5(path, words: list[str], text_dim: int, vocab: int = 48) -> Path:
+    """A ComfyUI-style umT5 file (no embed_tokens copy, SentencePiece model embedded as `spiece_model`)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    proto = tiny_spiece(words, vocab)
+    torch.manual_seed(0)
+    cfg = UMT5Config(vocab_size=vocab, d_model=text_dim, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+                     feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    sd = {k: v.contiguous() for k, v in UMT5EncoderModel(cfg).state_dict().items()
+          if k != "encoder.embed_tokens.weight"}
+    sd["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
+    save_file(sd, str(path))
+    return Path(path)

@@ -109,8 +109,12 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d))
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d ** 0.5)
 
-    def forward(self, x, e0, layer: int, ctx: dict, cross_kv: dict):
-        """x [B, F, T, dim] float32 residual stream; e0 [B, F, 6, dim] float32."""
+    def forward(self, x, e0, layer: int, ctx: dict, cross_kv):
+        """x [B, F, T, dim] float32 residual stream; e0 [B, F, 6, dim] float32; cross_kv: this layer's cached
+        cross-attention keys/values, or the embedded (text, image) to project here (so a sharded block, FSDP,
+        only ever touches its own weights inside its forward)."""
+        if isinstance(cross_kv, tuple):  # the class's kv: an offload policy's wrapper of it would place (and
+            cross_kv = CrossAttention.kv(self.cross_attn, *cross_kv)  # evict) this block inside its own forward
         # fp8-stored linears (causal/model/fp8_storage.py, issue 7) hold e4m3fn weights but compute in compute_dtype
         dt = getattr(self.ffn[0], "compute_dtype", self.ffn[0].weight.dtype)
         mod = (self.modulation.float().unsqueeze(1) + e0).unsqueeze(3)  # [B, F, 6, 1, dim]
@@ -201,6 +205,10 @@ class CausalWanModel(nn.Module):
         return self._cross_kv(context, clip_fea)
 
     def _cross_kv(self, context, clip_fea):
+        text, image = self._embed_text(context, clip_fea)
+        return [blk.cross_attn.kv(text, image) for blk in self.blocks]
+
+    def _embed_text(self, context, clip_fea):
         text = self.text_embedding(self.pad_text(context).to(device=self.device, dtype=self.dtype))
         image = None
         if clip_fea is not None:
@@ -209,7 +217,7 @@ class CausalWanModel(nn.Module):
             image = self.img_emb(clip_fea.to(device=self.device, dtype=self.dtype))
         elif self.config.image_branch:
             raise ValueError("this model has a Wan2.1 I2V image branch and needs CLIP-vision features (clip_fea)")
-        return [blk.cross_attn.kv(text, image) for blk in self.blocks]
+        return text, image
 
     # ----------------------------------------------------------------- forward
     def check_input(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -255,7 +263,7 @@ class CausalWanModel(nn.Module):
         if cross_kv is None:
             if context is None:
                 raise ValueError("give either text conditioning (context) or a cross-attention cache (cross_kv)")
-            cross_kv = self._cross_kv(context, clip_fea)
+            ctx_text = self._embed_text(context, clip_fea)  # each block projects it in its own forward
 
         ctx: dict = {}
         if cache is not None:
@@ -268,7 +276,7 @@ class CausalWanModel(nn.Module):
                                      device=x.device)
             ctx["mask"] = attn_mask
         for i, blk in enumerate(self.blocks):
-            xs = blk(xs, e0, i, ctx, cross_kv[i])
+            xs = blk(xs, e0, i, ctx, cross_kv[i] if cross_kv is not None else ctx_text)
         out = self.head(xs, e)  # [B, F', T, out*pt*ph*pw]
         out = out.view(b, fp, hp, wp, pt, ph, pw, cfg.out_dim)
         out = out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, cfg.out_dim, f, h, w)

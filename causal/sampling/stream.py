@@ -50,6 +50,7 @@ class StreamOptions:
     rope_policy: str = "auto"  # "absolute", "window", or "auto" (window when a window is set)
     cache_dtype: torch.dtype | None = None
     max_frames: int | None = None  # the stream's expected length: sizes a window-less cache once
+    text_cache: bool = True  # False: every model call projects the text itself (sharded training models)
 
 
 class Stream:
@@ -102,7 +103,9 @@ class Stream:
             return  # already in force (e.g. the schedule's chunk-0 prompt, set before priming)
         self.prompt, self.clip_fea = context, clip_fea
         self.cross = {}
-        if self.experts.share_cross_cache:  # the released A14B: the high expert's cache serves both experts
+        if not self.options.text_cache:
+            pass
+        elif self.experts.share_cross_cache:  # the released A14B: the high expert's cache serves both experts
             shared = self.experts.get("high").cross_kv(context, clip_fea)
             self.cross = {n: shared for n in self.experts.names}
         else:
@@ -138,11 +141,13 @@ class Stream:
             self.caches, self.parked = self._cache_copies(self.device), False
         tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.float32)
         grad = grad and torch.is_grad_enabled()
-        text = {"cross_kv": self.cross[name]}
         if grad:
             self.grad_calls.append((name, t))
-            if not (self.experts.share_cross_cache and name == "low"):  # the text path trains with the exit step
-                text = {"context": self.prompt, "clip_fea": self.clip_fea}
+        own_text = grad and not (self.experts.share_cross_cache and name == "low")  # the text path trains too
+        if name in self.cross and not own_text:
+            text = {"cross_kv": self.cross[name]}
+        else:
+            text = {"context": self.prompt, "clip_fea": self.clip_fea}
         with torch.set_grad_enabled(grad):
             return model(x, tt, y=self._cond(start, x.shape[2]), cache=self.caches[name], start_frame=start, **text)
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..model.masks import block_causal_mask, token_mask
 from ..sampling.experts import ExpertPair
 from ..sampling.schedule import Step, warp
+from . import draws
 from .scores import velocity
 
 
@@ -67,3 +68,34 @@ def regression_loss(student: ExpertPair, step: Step, x_t: torch.Tensor, target: 
     v = model(x_t, t, context=context, attn_mask=mask).float()
     x0 = x_t - (t / 1000)[:, None, :, None, None] * v
     return F.mse_loss(x0[:, :, n_start:], target[:, :, n_start:])
+
+
+def run(trainer, steps: int, callback=None, stop=None) -> list[float]:
+    """`steps` iterations of the regression on a DMDTrainer's generator and teacher (own AdamW at init_lr);
+    resumes from trainer.init_steps_done. The EMA is set to the result."""
+    from .trainer import params
+    c, gen = trainer.config, trainer.generator
+    opt = torch.optim.AdamW(params(gen), lr=c.init_lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+    grid = ode_grid(c.teacher_steps, trainer.teacher.shift, trainer.plan)
+    keep = {s.t for s in trainer.plan}
+    losses = []
+    for i in range(trainer.init_steps_done, steps):
+        if stop is not None and stop():
+            break
+        seeds, ctx, neg, start = trainer.conditioning("init", i)
+        step = trainer.plan[int(torch.randint(len(trainer.plan), (), generator=draws.generator(c.seed, "init", i)))]
+        shape = (len(seeds), gen.config.out_dim, c.latent_frames, c.latent_height, c.latent_width)
+        noise = draws.noise_like(shape, seeds, "init").to(ctx.device)
+        n_start = 0 if start is None else start.shape[2]
+        sizes = ([n_start] if n_start else []) + chunk_sizes(c.latent_frames - n_start, c.chunk_frames,
+                                                             gen.high is not None and not n_start)
+        with trainer.acc.autocast():
+            states, x0 = ode_trajectory(trainer.teacher, noise, ctx, neg, c.guidance, grid, keep, start)
+            loss = regression_loss(gen, step, states[step.t], x0, ctx, sizes, n_start)
+        trainer.update(loss, opt, gen)
+        trainer.init_steps_done = i + 1
+        losses.append(float(loss.detach()))
+        if callback is not None:
+            callback({"init_step": i, "init_loss": losses[-1], "expert": step.expert, "t": step.t})
+    trainer.ema.update(gen.modules(), copy=True)
+    return losses

@@ -5,7 +5,7 @@
     <dir>/step-000120/state.json            step, generator updates, loss history, config
     <dir>/step-000120/rng.safetensors       torch RNG state
     <dir>/latest                            name of the newest complete checkpoint (replaced atomically)
-Older checkpoints are removed once a newer one is complete.
+Older checkpoints are removed once a newer one is complete. save_trainer / resume map a DMDTrainer onto this.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from . import sharding
 
 
 def atomic_file(path: Path, write) -> None:
@@ -89,3 +91,59 @@ def load(target) -> tuple[dict, dict, dict]:
     state = json.loads((target / "state.json").read_text())
     torch.set_rng_state(load_file(str(target / "rng.safetensors"))["cpu"])
     return weights, optim, state
+
+
+def latest_step(folder) -> int | None:
+    target = latest(folder)
+    return None if target is None else int(target.name.split("-")[1])
+
+
+# ----------------------------------------------------------------------------------------------- a trainer's state
+def _pairs(trainer):
+    return (("gen", trainer.generator), ("critic", trainer.critic))
+
+
+def trainer_weights(trainer) -> dict[str, torch.Tensor]:
+    """Whole generator, critic and EMA weights of a DMDTrainer (gathered: every process must call it)."""
+    weights = {}
+    for prefix, pair in _pairs(trainer):
+        for n, m in pair.modules().items():
+            weights.update({f"{prefix}.{n}.{k}": v for k, v in sharding.full_state(m).items()})
+    weights.update({f"ema.{k}": v for k, v in trainer.ema.state_dict().items()})
+    return weights
+
+
+def save_trainer(trainer) -> Path | None:
+    """Checkpoint a DMDTrainer: every process gathers (sharded models), the main process writes."""
+    weights = trainer_weights(trainer)
+    optim = {"generator": sharding.optimizer_state(trainer.gen_opt),
+             "critic": sharding.optimizer_state(trainer.critic_opt)}
+    path = None
+    if trainer.acc.is_main_process:
+        state = {"step": trainer.step, "gen_updates": trainer.gen_updates, "history": trainer.history,
+                 "init_steps_done": trainer.init_steps_done, "config": trainer.config.to_dict()}
+        path = save(trainer.checkpoint_dir, trainer.step, weights, optim, state)
+    trainer.acc.wait_for_everyone()
+    return path
+
+
+def resume(trainer) -> bool:
+    """Load the newest checkpoint under the trainer's checkpoint_dir into it, if there is one."""
+    target = latest(trainer.checkpoint_dir)
+    if target is None:
+        return False
+    weights, optim, state = load(target)
+    for prefix, pair in _pairs(trainer):
+        for n, m in pair.modules().items():
+            pre = f"{prefix}.{n}."
+            try:
+                sharding.load_full_state(m, {k[len(pre):]: v for k, v in weights.items() if k.startswith(pre)})
+            except RuntimeError as e:
+                raise ValueError(f"checkpoint '{target}' does not belong to these models ({prefix} {n}): "
+                                 f"{str(e).splitlines()[0]}; use another checkpoint_dir") from None
+    trainer.ema.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("ema.")})
+    sharding.load_optimizer_state(trainer.gen_opt, optim["generator"])
+    sharding.load_optimizer_state(trainer.critic_opt, optim["critic"])
+    trainer.step, trainer.gen_updates, trainer.history = state["step"], state["gen_updates"], state["history"]
+    trainer.init_steps_done = state.get("init_steps_done", 0)
+    return True

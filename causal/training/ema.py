@@ -1,8 +1,10 @@
-"""Exponential moving average of the generator's weights (float32 shadow copies)."""
+"""Exponential moving average of the generator's weights (float32 shadow copies, sharded like the weights)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .sharding import full, like
 
 
 class EMA:
@@ -25,10 +27,11 @@ class EMA:
     def weights(self, name: str) -> dict[str, torch.Tensor]:
         """Shadow weights of expert `name`, keyed like its state dict."""
         pre = name + "."
-        return {k[len(pre):]: v for k, v in self.shadow.items() if k.startswith(pre)}
+        return {k[len(pre):]: full(v) for k, v in self.shadow.items() if k.startswith(pre)}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.shadow)
+        """Whole tensors (a collective for sharded ones)."""
+        return {k: full(v) for k, v in self.shadow.items()}
 
     def load_state_dict(self, d: dict[str, torch.Tensor]) -> None:
         missing = set(self.shadow) - set(d)
@@ -36,4 +39,4 @@ class EMA:
             raise ValueError(f"the checkpoint's EMA lacks {len(missing)} weights (e.g. {sorted(missing)[0]}); it "
                              "belongs to another model")
         for k in self.shadow:
-            self.shadow[k].copy_(d[k])
+            self.shadow[k] = like(self.shadow[k], d[k].float())

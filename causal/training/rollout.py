@@ -25,9 +25,11 @@ class Rollout:
 
 def rollout(generator: ExpertPair, context: torch.Tensor, seeds: list[int], frames: int, latent_hw: tuple,
             exit_step: int, *, chunk_frames: int = 3, steps=(), shift: float | None = None,
-            start_latent: torch.Tensor | None = None, grad: bool = False) -> Rollout:
-    """One video per seed (batch row), `frames` latent frames long, text `context` [B, tokens, text_dim]."""
-    opts = StreamOptions(chunk_frames=chunk_frames, steps=tuple(steps) or None, shift=shift, max_frames=frames)
+            start_latent: torch.Tensor | None = None, grad: bool = False, text_cache: bool = True) -> Rollout:
+    """One video per seed (batch row), `frames` latent frames long, text `context` [B, tokens, text_dim].
+    text_cache=False for sharded (FSDP) models: every call projects the text inside the model's forward."""
+    opts = StreamOptions(chunk_frames=chunk_frames, steps=tuple(steps) or None, shift=shift, max_frames=frames,
+                         text_cache=text_cache)
     stream = Stream(generator, seed=list(seeds), options=opts, latent_hw=tuple(latent_hw), batch=len(seeds))
     stream.set_prompt(context)
     parts = []

@@ -78,9 +78,10 @@ class LoadedModel:
         for m in self.experts.modules().values():
             m.to("meta")
         self.released = True
+        self.experts.released = True  # seen by the copies CausalWan LoRA made of this value too
 
     def check(self) -> None:
-        if self.released:
+        if self.released or getattr(self.experts, "released", False):
             raise ValueError("this model was released because its CausalWan Model Loader ran again; queue the "
                              "workflow again so the sampler gets the newly loaded model")
 

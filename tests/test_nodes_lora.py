@@ -72,3 +72,11 @@ def test_lora_that_does_not_fit_fails_at_the_node(loaded):
         CausalWanLoRA().apply(model, "wide.safetensors", 1.0, 1.0)
     with pytest.raises(FileNotFoundError, match="loras folders"):
         CausalWanLoRA().apply(model, "missing.safetensors", 1.0, 1.0)
+
+
+def test_a_lora_copy_of_a_released_model_says_so(loaded):
+    model = loaded
+    styled = CausalWanLoRA().apply(model, "style.safetensors", 1.0, 1.0)[0]
+    model.release()  # the loader ran again
+    with pytest.raises(ValueError, match="released because its CausalWan Model Loader ran again"):
+        styled.use()

@@ -30,9 +30,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def load_pair(path: str) -> ExpertPair:
     from .causal.weights.loader import load_experts
     p = Path(path)
-    pair = load_experts(folder=p, dtype=torch.float32) if p.is_dir() else load_experts(low=p, dtype=torch.float32)
-    pair.share_cross_cache = False  # training gives each expert its own text path
-    return pair
+    return load_experts(folder=p, dtype=torch.float32) if p.is_dir() else load_experts(low=p, dtype=torch.float32)
 
 
 def start_latents(cfg: TrainConfig) -> list[torch.Tensor] | None:

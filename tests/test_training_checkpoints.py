@@ -7,6 +7,7 @@ from causalwan.causal.sampling.experts import ExpertPair
 from causalwan.causal.sampling.stream import Stream, StreamOptions
 from causalwan.causal.training import checkpoints
 from causalwan.causal.training.conditioning import PromptSet
+from causalwan.causal.training.rollout import rollout
 from causalwan.causal.training.config import TrainConfig
 from causalwan.causal.training.trainer import DMDTrainer
 from causalwan.causal.weights.loader import load_experts, load_transformer
@@ -17,9 +18,9 @@ def make(tmp, name, steps=4, dense=False, **kw):
     gen = ExpertPair(low=tiny_model(1)) if dense else ExpertPair(low=tiny_model(1), high=tiny_model(2), boundary=875.0)
     teacher = ExpertPair(low=tiny_model(3)) if dense else ExpertPair(low=tiny_model(3), high=tiny_model(4),
                                                                         boundary=875.0)
-    cfg = TrainConfig(steps=steps, batch_size=2, latent_frames=4, latent_height=4, latent_width=4, gen_update_every=2,
-                      checkpoint_every=2, ema_start=1, lr_generator=1e-3, lr_critic=1e-3,
-                      output=str(tmp / name), **kw)
+    cfg = TrainConfig(**{**dict(steps=steps, batch_size=2, latent_frames=4, latent_height=4, latent_width=4,
+                                gen_update_every=2, checkpoint_every=2, ema_start=1, lr_generator=1e-3,
+                                lr_critic=1e-3, output=str(tmp / name)), **kw})
     prompts = PromptSet([torch.randn(5, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)],
                         torch.zeros(2, 32))
     return DMDTrainer(cfg, gen, teacher, prompts)
@@ -69,6 +70,27 @@ def test_pair_exports_as_a_diffusers_folder_the_loader_reads(tmp_path):
         assert sd.keys() == weights.keys() and all(torch.equal(sd[k], weights[k].float()) for k in sd)
     with pytest.raises(FileExistsError, match="already exists"):
         tr.export()
+
+
+def test_pair_reloaded_with_the_loader_defaults_samples_as_it_was_trained(tmp_path):
+    # the trainer's own rollout at the last step (the path it trained) == the Stream of the pair as the loader,
+    # the CLI and the nodes reload it (loader defaults: a pair shares one cross-attention cache)
+    tr = make(tmp_path, "pair_rt", steps=2, ema_start=100)  # no EMA yet: the exported weights are the live ones
+    tr.train()
+    out = tr.export(dtype=torch.float32)
+    loaded = load_experts(folder=out, dtype=torch.float32)
+    assert tr.generator.share_cross_cache == loaded.share_cross_cache
+    ctx = torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        trained = rollout(tr.generator, ctx, [7, 8], 7, (4, 4), tr.n_steps - 1).video
+        s = Stream(loaded, seed=[7, 8], options=StreamOptions(), latent_hw=(4, 4), batch=2)
+        s.set_prompt(ctx)
+        parts = [s.next_chunk()]
+        while s.next_frame < 7:
+            parts.append(s.next_chunk())
+    sampled = torch.cat(parts, 2)
+    assert sampled.shape == trained.shape == (2, 16, 7, 4, 4)
+    assert (sampled - trained).abs().max() <= 1e-5
 
 
 def test_dense_exports_as_one_file_the_loader_reads(tmp_path):

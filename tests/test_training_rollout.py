@@ -12,8 +12,8 @@ from tiny_models import tiny_model
 HW = (4, 4)
 
 
-def pair():
-    return ExpertPair(low=tiny_model(1), high=tiny_model(2), boundary=875.0)
+def pair(shared=False):
+    return ExpertPair(low=tiny_model(1), high=tiny_model(2), boundary=875.0, share_cross_cache=shared)
 
 
 def text():
@@ -34,9 +34,10 @@ def inference(experts, seeds, steps, frames, start=None):
     return torch.cat(parts, 2)
 
 
+@pytest.mark.parametrize("shared", [False, True])  # True: the loader's default, which training uses
 @pytest.mark.parametrize("exit_step", range(8))
-def test_pair_rollout_equals_inference_and_only_the_exit_expert_gets_gradient(exit_step):
-    gen = pair()
+def test_pair_rollout_equals_inference_and_only_the_exit_expert_gets_gradient(exit_step, shared):
+    gen = pair(shared)
     plan = plan_of(gen, CAUSALWAN_A14B_STEPS)
     ro = rollout(gen, text(), [11, 12], 7, HW, exit_step, steps=CAUSALWAN_A14B_STEPS, grad=True)
     with torch.no_grad():

@@ -201,8 +201,16 @@ class CausalWanModel(nn.Module):
 
     @torch.no_grad()
     def cross_kv(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None) -> list[dict]:
-        """Cross-attention keys/values for every layer (the cross-attention cache of a prompt)."""
-        return self._cross_kv(context, clip_fea)
+        """Cross-attention keys/values for every layer (the cross-attention cache of a prompt). A sharded model
+        (FSDP2 fully_shard, training) gathers its weights for this call: every process must call it together."""
+        sharded = [m for m in (self, *self.blocks) if hasattr(m, "unshard")]
+        for m in sharded:
+            m.unshard()
+        try:
+            return self._cross_kv(context, clip_fea)
+        finally:
+            for m in sharded:
+                m.reshard()
 
     def _cross_kv(self, context, clip_fea):
         text, image = self._embed_text(context, clip_fea)

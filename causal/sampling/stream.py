@@ -103,8 +103,9 @@ class Stream:
             return  # already in force (e.g. the schedule's chunk-0 prompt, set before priming)
         self.prompt, self.clip_fea = context, clip_fea
         self.cross = {}
-        if not self.options.text_cache:
-            pass
+        if not self.options.text_cache:  # sharded training models project their own text in their forward; a
+            if self.experts.share_cross_cache:  # shared cache still gives the low expert the high expert's
+                self.cross = {"low": self.experts.get("high").cross_kv(context, clip_fea)}
         elif self.experts.share_cross_cache:  # the released A14B: the high expert's cache serves both experts
             shared = self.experts.get("high").cross_kv(context, clip_fea)
             self.cross = {n: shared for n in self.experts.names}

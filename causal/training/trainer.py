@@ -14,7 +14,9 @@ Programmatic use (modules you already have; pure PyTorch + accelerate, nothing o
 
   generator, teacher (and optionally critic) are causal/sampling/experts.ExpertPair objects: a dense model is
   ExpertPair(low=model); a pair ExpertPair(low=..., high=..., boundary=875). The critic defaults to a trainable
-  copy of the teacher. `train(callback, stop)` calls callback(info) after every step and returns when stop()
+  copy of the teacher. The generator is trained with the cross-attention path the pack's loader gives the exported
+  model (weights/loader.default_share_cross_cache: a pair shares the high expert's cross cache), whatever its
+  share_cross_cache said, so the trained model samples as it was trained. `train(callback, stop)` calls callback(info) after every step and returns when stop()
   is true (checked before each step), after writing a checkpoint, so the last checkpoint is always complete.
   trainer.step_once() runs one iteration; trainer.causal_init(steps) runs the optional ODE regression stage.
 
@@ -42,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from ..sampling.experts import ExpertPair
+from ..weights.loader import default_share_cross_cache
 from . import checkpoints, draws, sharding
 from .activation_checkpointing import checkpoint_blocks
 from .conditioning import PromptSet
@@ -101,6 +104,8 @@ class DMDTrainer:
             raise ValueError("fsdp shards the models over several processes; start it with accelerate launch "
                              "(or torchrun) and --num_processes 2 or more, or set fsdp to false")
         self.config, self.generator, self.teacher, self.prompts = config, generator, teacher, prompts
+        # train through the text path the loader samples the exported model with (a pair: one shared cross cache)
+        generator.share_cross_cache = default_share_cross_cache(generator.high is not None)
         self.critic = critic if critic is not None else trainable_copy(teacher)
         for m in teacher.modules().values():
             m.requires_grad_(False).eval()

@@ -301,9 +301,16 @@ def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", bou
     if shift is None:
         shift = next(s for s in (shipped_shift, defaults.shift, DEFAULT_SHIFT) if s is not None)
     if share_cross_cache is None:
-        share_cross_cache = pair
+        share_cross_cache = default_share_cross_cache(pair)
     return ExpertPair(models["low"], models.get("high"), boundary=boundary, shift=float(shift),
                       share_cross_cache=share_cross_cache, defaults=defaults)
+
+
+def default_share_cross_cache(pair: bool) -> bool:
+    """How a model is sampled when nobody says otherwise: a pair with one cross-attention cache shared by both
+    experts (filled by the high-noise expert), a dense model with its own. The trainer trains with this too, so a
+    trained pair reloads and samples exactly as it was trained."""
+    return pair
 
 
 def _layout_hint(path, fn, *args, **kwargs):

@@ -72,8 +72,8 @@ def write_case(root: Path, case: str, ema, other) -> Path:
         return training_pt(path, ema, other)
     if how == "pt_generator":
         return write_pt(path, generator=other)
-    if how == "pt_longlive":
-        return write_pt(path, generator=other, critic=ema)
+    if how == "pt_longlive":  # its inference reads generator even where generator_ema is present
+        return write_pt(path, generator=other, generator_ema=ema, critic=ema)
     if how == "bare":
         return write_comfy(ema, path, dtype=torch.float32, prefix="")
     return write_comfy(ema, path, dtype=torch.float32, prefix="model.")

@@ -207,7 +207,7 @@ def open_sharded(index_path) -> TensorSource:
 
 
 # ----------------------------------------------------------------------------------------------- torch pickle
-def open_pickle(path, state_key: str | None = None) -> TensorSource:
+def open_pickle(path, state_key: str | tuple | None = None) -> TensorSource:
     """A .pt/.pth/.bin checkpoint, loaded with weights_only=True; the state dict may sit under WRAPPER_KEYS."""
     path = Path(path)
     obj = _torch_load(path)
@@ -240,12 +240,15 @@ def _torch_load(path: Path):
         raise corrupt(path, "a torch checkpoint", e) from e
 
 
-def find_state_dict(obj, path, state_key: str | None = None, depth: int = 0, entries: list | None = None) -> dict:
+def find_state_dict(obj, path, state_key: str | tuple | None = None, depth: int = 0,
+                    entries: list | None = None) -> dict:
     """The dict of tensors inside a loaded checkpoint (maybe nested under a wrapper key); the keys descended
     through are appended to `entries`."""
     entries = [] if entries is None else entries
     if not isinstance(obj, dict):
         raise WeightsError(f"'{path}' holds a {type(obj).__name__}, not a dict of tensors")
+    if isinstance(state_key, tuple):  # entries in order of preference: the first one present, else the default search
+        state_key = next((k for k in state_key if isinstance(obj.get(k), dict)), None)
     if state_key is not None:
         if state_key not in obj:
             raise WeightsError(f"'{path}' has no entry {state_key!r}; its top-level keys are {first(obj, 12)}")
@@ -279,7 +282,7 @@ def not_weights(path) -> str | None:
     return None
 
 
-def open_file(path, state_key: str | None = None) -> TensorSource:
+def open_file(path, state_key: str | tuple | None = None) -> TensorSource:
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights not found: '{path}' does not exist")

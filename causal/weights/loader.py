@@ -85,7 +85,7 @@ def _is_original_json(cfg: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- one expert
-def open_transformer(path, state_key: str | None = None) -> tuple[TensorSource, dict, str]:
+def open_transformer(path, state_key: str | tuple | None = None) -> tuple[TensorSource, dict, str]:
     """(tensors under original Wan names, fields of a shipped config.json, format) of one expert's weights."""
     path = Path(path)
     fmt = detect_format(path)
@@ -177,7 +177,7 @@ def resolve_dtype(dtype, src: TensorSource | None = None,
     return main, None
 
 
-def prepare(path, config=None, state_key: str | None = None) -> tuple[TensorSource, WanConfig, str]:
+def prepare(path, config=None, state_key: str | tuple | None = None) -> tuple[TensorSource, WanConfig, str]:
     """Everything short of reading tensor data: the source, its config, its format."""
     src, shipped, fmt = open_transformer(path, state_key)
     cfg = infer_config.combine(infer_config.from_shapes(src.shapes, src.path), shipped, config, src.path)
@@ -198,7 +198,8 @@ def load_transformer(path, dtype=None, device="cpu", config=None, state_key: str
 
     config: a WanConfig (used as is) or a dict of WanConfig fields that override what the weights and a shipped
     config.json say (e.g. {"num_heads": 12} for a non-standard head dim, {"text_len": 256}).
-    state_key: for .pt files, the entry that holds the weights (default: generator_ema, generator, model, ...).
+    state_key: for .pt files, the entry that holds the weights (default: generator_ema, generator, model, ...);
+    a tuple: the first of those entries present.
     """
     src, cfg, fmt = prepare(path, config, state_key)
     return build(src, cfg, fmt, dtype, device)
@@ -284,9 +285,9 @@ def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", bou
         raise ValueError("nothing to load: pass folder=, or high= and low=, or low= for a dense model")
 
     paths = {"low": low, "high": high}
-    plans = {"low": _layout_hint(low, prepare, low, config)}
+    plans = {"low": _layout_hint(low, prepare, low, config, releases.entries_for(low))}
     if high is not None:
-        plans["high"] = _layout_hint(high, prepare, high, config)
+        plans["high"] = _layout_hint(high, prepare, high, config, releases.entries_for(high))
         h_src, h_cfg, _ = plans["high"]
         l_src, l_cfg, _ = plans["low"]
         if h_cfg != l_cfg:

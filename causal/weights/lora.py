@@ -190,7 +190,7 @@ def activate(experts, uses) -> str:
             h.remove()
     hooks = {name: apply_patches(experts.modules()[name], pl) for name, pl in patched.items()}
     summary = describe(uses, {n: h.layers for n, h in hooks.items()}, skipped)
-    experts._lora_state = (key, hooks, summary)
+    experts._lora_state = (key, hooks, summary, uses)  # holding `uses` keeps the ids in `key` from being reused
     return summary
 
 

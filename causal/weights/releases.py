@@ -43,6 +43,7 @@ class Release:
     tokens: tuple  # any of these in the file name or its two parent folders (lower case) marks the release
     defaults: ModelDefaults
     layout: str  # what its files hold, for error messages
+    entries: tuple | None = None  # .pt entries in the order the release's own inference reads them
 
 
 def _d(name, steps=SELF_FORCING_STEPS, shift=5.0, chunk=3, window=None, sink=0, note="", first=None):
@@ -63,7 +64,7 @@ RELEASES = (  # order matters: the first release whose token appears wins
             f"{SF_PT}, or ComfyUI's ar_convert .safetensors with bare keys (blocks.0.self_attn.q.weight, ...)"),
     Release(("longlive",), _d("LongLive", window=12, sink=3),
             "longlive_base.pt whose generator entry holds the DiT under 'model.'; its lora.pt (entry generator_lora, "
-            "peft lora_A/lora_B keys) goes into the CausalWan LoRA node"),
+            "peft lora_A/lora_B keys) goes into the CausalWan LoRA node", ("generator", "generator_ema")),
     Release(("rewardforcing", "reward_forcing", "reward-forcing"),
             _d("Reward Forcing", window=9, sink=3, note="the release's sink is an EMA of evicted frames; here the "
                                                          "sink holds the first frames"), SF_PT),
@@ -81,6 +82,12 @@ RELEASES = (  # order matters: the first release whose token appears wins
 def _names(path) -> str:
     p = Path(path)
     return " ".join(x.lower() for x in (p.name, p.parent.name, p.parent.parent.name))
+
+
+def entries_for(path) -> tuple | None:
+    """The .pt entries the release named by `path` reads, in its order (LongLive: generator, not generator_ema)."""
+    r = by_name(path)
+    return r.entries if r is not None else None
 
 
 def by_name(path) -> Release | None:

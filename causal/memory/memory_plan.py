@@ -138,7 +138,7 @@ def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, comput
     up = 4 if s != 4 else 0  # an extra float32 copy where the compute dtype is not float32
     low = s if s != 4 else 0  # an extra compute-dtype copy of a float32 tensor
     L, K = batch * tokens, batch * keys
-    persistent = (4 + low) * L * d + 4 * L * hd + 4 * 13 * batch * frames * d  # residual, patch tokens, RoPE, time
+    persistent = (4 + low) * L * d + 8 * L * hd + 4 * 13 * batch * frames * d  # residual, patch tokens, RoPE, time
     block = (8 + low) * L * d  # block input kept by the caller, current residual, modulated input
     ffn = 2 * s * L * f + s * L * d
     rope = lambda n: (up + 8) * n * d  # noqa: E731  float32 copy, products, stacked output

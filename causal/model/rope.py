@@ -23,7 +23,8 @@ def _angles(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
 
 def rope_table(frame_positions, height: int, width: int, head_dim: int, table: int | None = 1024,
                theta: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, each [len(frame_positions) * height * width, head_dim // 2], frame-major token order.
+    """cos and signed sin, each [len(frame_positions) * height * width, head_dim] (one angle per pair, repeated;
+    the sin of a pair's first element negated), frame-major token order.
 
     table: frame positions must stay below it (the trained table); None lifts that limit for callers that only
     depend on position differences. Memoised: every denoising step and expert of a chunk asks for the same
@@ -50,14 +51,19 @@ def _rope_table(positions: tuple, height: int, width: int, head_dim: int, table:
         ah[None, :, None, :].expand(f, height, width, -1),
         aw[None, None, :, :].expand(f, height, width, -1),
     ], dim=-1).reshape(f * height * width, head_dim // 2)
-    return ang.cos().to(device=device, dtype=torch.float32), ang.sin().to(device=device, dtype=torch.float32)
+    cos = ang.cos().repeat_interleave(2, dim=-1)  # c0 c0 c1 c1 ...
+    sin = torch.stack((-ang.sin(), ang.sin()), dim=-1).flatten(-2)  # -s0 s0 -s1 s1 ...
+    return cos.to(device=device, dtype=torch.float32), sin.to(device=device, dtype=torch.float32)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, heads, L, D] by (cos, sin) [L, D/2]; pairs are (x[2i], x[2i+1])."""
+    """Rotate x [B, heads, L, D] by the tables (cos, sin) [L, D]; pairs are (x[2i], x[2i+1]):
+    out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin.
+
+    Computed token-major ([B, L, heads, D] in memory, as the projections make it) and returned as a [B, heads, L, D]
+    view of that: attention kernels read it faster than a heads-major copy."""
     dtype = x.dtype
-    xf = x.float().unflatten(-1, (-1, 2))
-    a, b = xf[..., 0], xf[..., 1]
-    c, s = cos[None, None], sin[None, None]
-    out = torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
-    return out.to(dtype)
+    xt = x.transpose(1, 2).float()
+    swapped = xt.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x[2i+1], x[2i]) pairs
+    out = torch.addcmul(xt * cos[:, None], swapped, sin[:, None])  # the sin table carries the signs
+    return out.to(dtype).transpose(1, 2)

@@ -119,14 +119,14 @@ class Block(nn.Module):
         dt = getattr(self.ffn[0], "compute_dtype", self.ffn[0].weight.dtype)
         mod = (self.modulation.float().unsqueeze(1) + e0).unsqueeze(3)  # [B, F, 6, 1, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)
-        y = self.norm1(x) * (1 + scale1) + shift1
+        y = torch.addcmul(shift1, self.norm1(x), 1 + scale1)  # fused multiply-add: one pass, one temporary
         y = self.self_attn(y.flatten(1, 2).to(dt), layer, ctx).float().view_as(x)
-        x = x + y * gate1
+        x = torch.addcmul(x, y, gate1)
         y = self.cross_attn(self.norm3(x).flatten(1, 2).to(dt), cross_kv).float().view_as(x)
         x = x + y
-        y = self.norm2(x) * (1 + scale2) + shift2
+        y = torch.addcmul(shift2, self.norm2(x), 1 + scale2)
         y = self.ffn(y.flatten(1, 2).to(dt)).float().view_as(x)
-        return x + y * gate2
+        return torch.addcmul(x, y, gate2)
 
 
 class Head(nn.Module):
@@ -139,7 +139,7 @@ class Head(nn.Module):
 
     def forward(self, x, e):
         shift, scale = (self.modulation.float().unsqueeze(1) + e.unsqueeze(2)).unsqueeze(3).unbind(2)
-        y = self.norm(x) * (1 + scale) + shift
+        y = torch.addcmul(shift, self.norm(x), 1 + scale)
         return self.head(y.to(self.head.weight.dtype))
 
 
@@ -255,7 +255,8 @@ class CausalWanModel(nn.Module):
         if y is not None:
             x = torch.cat([x, y.to(x)], dim=1)
         tok = self.patch_embedding(x.to(self.dtype))  # [B, dim, F', H', W']
-        xs = tok.flatten(3).transpose(1, 2).transpose(2, 3).float()  # [B, F', T, dim]
+        # [B, F', T, dim] float32, made contiguous here once (every block reads and writes it row by row)
+        xs = tok.flatten(3).permute(0, 2, 3, 1).contiguous().float()
 
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:

@@ -68,7 +68,7 @@ def build(cfg: TrainConfig) -> DMDTrainer:
     if not cfg.output:
         raise ConfigError("set `output` (where the trained generator is saved)")
     check_free(cfg.output)  # before anything is loaded or written
-    acc = make_accelerator(cfg)
+    acc = make_accelerator()
     prompts = prompt_set(cfg)
     teacher = load_pair(cfg.teacher)
     generator = load_pair(cfg.student) if cfg.student else trainable_copy(teacher)
@@ -76,6 +76,20 @@ def build(cfg: TrainConfig) -> DMDTrainer:
         for m in pair.modules().values():
             m.to(acc.device)
     return DMDTrainer(cfg, generator, teacher, prompts, accelerator=acc)
+
+
+def memory_estimate(trainer: DMDTrainer) -> str:
+    """The planner's per-GPU estimate for this run (causal/memory/train_memory.py)."""
+    from .causal.memory.train_memory import plan_training
+    c, gen = trainer.config, trainer.generator
+    plan = plan_training(gen.config, c.latent_height * 8, c.latent_width * 8, frames=c.latent_frames,
+                         chunk_frames=c.chunk_frames, experts=len(gen.names), teacher=trainer.teacher.config,
+                         gpus=trainer.acc.num_processes, fsdp=c.fsdp,
+                         batch=c.batch_size // trainer.acc.num_processes, param_dtype=gen.low.dtype,
+                         compute=torch.bfloat16 if c.mixed_precision == "bf16" else gen.low.dtype,
+                         activation_checkpointing=c.activation_checkpointing,
+                         first_alone=len(gen.names) == 2 and not trainer.prompts.starts)
+    return plan.describe()
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -100,6 +114,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(a.config, parse_overrides(a.set))
         trainer = build(cfg)
+        trainer.acc.print(memory_estimate(trainer))
         if cfg.init_steps and trainer.step == 0 and trainer.init_steps_done < cfg.init_steps:
             trainer.causal_init(cfg.init_steps, callback=lambda i: trainer.acc.print(json.dumps(i)))
         trainer.train(callback=lambda i: trainer.acc.print(json.dumps(

@@ -38,6 +38,7 @@ def test_train_command_from_a_config_file(models_root, tmp_path):
     r = subprocess.run([sys.executable, "-m", "causalwan.train", "--config", str(cfg_file)], capture_output=True,
                        text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "training peak per GPU" in r.stdout  # the planner's estimate comes first
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     assert [x["init_step"] for x in lines if "init_step" in x] == [0]
     assert [x["step"] for x in lines if "step" in x] == [0, 1]

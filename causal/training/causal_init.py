@@ -89,7 +89,7 @@ def run(trainer, steps: int, callback=None, stop=None) -> list[float]:
         n_start = 0 if start is None else start.shape[2]
         sizes = ([n_start] if n_start else []) + chunk_sizes(c.latent_frames - n_start, c.chunk_frames,
                                                              gen.high is not None and not n_start)
-        with trainer.acc.autocast():
+        with trainer.autocast():
             states, x0 = ode_trajectory(trainer.teacher, noise, ctx, neg, c.guidance, grid, keep, start)
             loss = regression_loss(gen, step, states[step.t], x0, ctx, sizes, n_start)
         trainer.update(loss, opt, gen)

@@ -25,11 +25,13 @@ class Rollout:
 
 def rollout(generator: ExpertPair, context: torch.Tensor, seeds: list[int], frames: int, latent_hw: tuple,
             exit_step: int, *, chunk_frames: int = 3, steps=(), shift: float | None = None,
-            start_latent: torch.Tensor | None = None, grad: bool = False, text_cache: bool = True) -> Rollout:
+            start_latent: torch.Tensor | None = None, grad: bool = False, text_cache: bool = True,
+            cache_dtype: torch.dtype | None = None) -> Rollout:
     """One video per seed (batch row), `frames` latent frames long, text `context` [B, tokens, text_dim].
-    text_cache=False for sharded (FSDP) models: every call projects the text inside the model's forward."""
+    text_cache=False for sharded (FSDP) models: every call projects the text inside the model's forward.
+    cache_dtype: of the KV cache (None: the model's; bf16 under mixed precision)."""
     opts = StreamOptions(chunk_frames=chunk_frames, steps=tuple(steps) or None, shift=shift, max_frames=frames,
-                         text_cache=text_cache)
+                         text_cache=text_cache, cache_dtype=cache_dtype)
     stream = Stream(generator, seed=list(seeds), options=opts, latent_hw=tuple(latent_hw), batch=len(seeds))
     stream.set_prompt(context)
     parts = []

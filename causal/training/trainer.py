@@ -80,11 +80,13 @@ def params(pair: ExpertPair) -> list[nn.Parameter]:
     return [p for m in pair.modules().values() for p in m.parameters()]
 
 
-def make_accelerator(config: TrainConfig):
-    """accelerate's Accelerator for this run: the processes torchrun / accelerate launch started (gloo on CPU-only
-    machines, NCCL on GPUs) and bf16 autocast when mixed_precision is "bf16"."""
+def make_accelerator():
+    """accelerate's Accelerator: the processes torchrun / accelerate launch started (gloo on CPU-only machines,
+    NCCL on GPUs), this process's device. Mixed precision is the trainer's own autocast (DMDTrainer.autocast):
+    accelerate keeps one process-wide state, and a second run in the same process (the ComfyUI node) may ask
+    for another precision."""
     from accelerate import Accelerator
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 class DMDTrainer:
@@ -96,7 +98,7 @@ class DMDTrainer:
                              f"{generator.config.text_dim}; encode the prompts with the models' text encoder")
         if config.output:
             check_free(config.output)  # refused before anything is trained or written
-        self.acc = accelerator or make_accelerator(config)
+        self.acc = accelerator or make_accelerator()
         if config.batch_size % self.acc.num_processes:
             raise ValueError(f"batch_size {config.batch_size} does not split over {self.acc.num_processes} "
                              "processes; use a multiple of the process count")
@@ -135,6 +137,11 @@ class DMDTrainer:
                 checkpoints.resume(self)
 
     # ----------------------------------------------------------------- one iteration
+    def autocast(self):
+        """bf16 autocast of the forward passes when mixed_precision is "bf16" (weights stay at their dtype)."""
+        device = self.generator.low.device
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.mixed_precision == "bf16")
+
     def rows(self) -> list[int]:
         """Global indices of this process's samples."""
         per = self.config.batch_size // self.acc.num_processes
@@ -172,10 +179,11 @@ class DMDTrainer:
         seeds, ctx, neg, start = self.conditioning(s)
         exit_step = draws.exit_step(c.seed, s, self.n_steps)
         gen_turn = s % c.gen_update_every == 0
-        with self.acc.autocast():
+        with self.autocast():
             ro = rollout(self.generator, ctx, seeds, c.latent_frames, (c.latent_height, c.latent_width), exit_step,
                          chunk_frames=c.chunk_frames, steps=c.denoise_steps, shift=c.shift, start_latent=start,
-                         grad=gen_turn, text_cache=not c.fsdp)
+                         grad=gen_turn, text_cache=not c.fsdp,
+                         cache_dtype=torch.bfloat16 if c.mixed_precision == "bf16" else None)
         boundary = self.generator.boundary if ro.expert == "high" else None  # high-only rollout: high region
         info = {"step": s, "exit_step": exit_step, "expert": ro.expert, "high_only": ro.expert == "high",
                 "t_range": (c.min_t if boundary is None else max(c.min_t, boundary), c.max_t),
@@ -184,7 +192,7 @@ class DMDTrainer:
         if gen_turn:
             t = draws.timestep(draws.uniform(c.seed, s, "t_gen"), c.timestep_shift, c.min_t, c.max_t, boundary)
             x_t = noised(video.detach(), draws.noise_like(video.shape, seeds, "dmd").to(video.device), t)
-            with self.acc.autocast():
+            with self.autocast():
                 real = real_x0(self.teacher, x_t, t, ctx, neg, c.guidance)
                 with torch.no_grad():
                     fake = x0_of(x_t, velocity(self.critic, x_t, t, ctx), t)
@@ -197,7 +205,7 @@ class DMDTrainer:
         del video, ro
         t_c = draws.timestep(draws.uniform(c.seed, s, "t_critic"), c.timestep_shift, c.min_t, c.max_t, boundary)
         noise = draws.noise_like(x0.shape, seeds, "critic").to(x0.device)
-        with self.acc.autocast():
+        with self.autocast():
             closs = flow_matching_loss(velocity(self.critic, noised(x0, noise, t_c), t_c, ctx), x0, noise)
         info["critic_grad_norm"], _ = self.update(closs, self.critic_opt, self.critic)
         info.update(critic_loss=float(closs.detach()), t_critic=t_c, critic_expert=expert_for(self.critic, t_c))

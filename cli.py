@@ -12,11 +12,9 @@ Ctrl-C leaves an existing <out> as it was.
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import json
 import logging
-import signal
 import sys
 import time
 
@@ -24,7 +22,6 @@ import torch
 
 from .causal.memory.memory_plan import GIB, MODES, plan_memory
 from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload
-from .causal.memory.oom import device_budget, oom_message
 from .causal.model.kv_cache import CACHE_DTYPES
 from .causal.model.config import WanConfig
 from .causal.model.transformer import CausalWanModel
@@ -33,6 +30,7 @@ from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
 from .causal.sampling.defaults import model_defaults
 from .causal.sampling.stream import Stream, StreamOptions
 from .cli_checks import BUNDLED_IMAGE, CheckedArgs, UsageError, check_args
+from .cli_endings import Stopped, end, fail, stopped_by_signals
 from .vae.random_init import random_vae
 from .vae.streaming import StreamingDecoder
 from .video_writer import Mp4Writer
@@ -173,61 +171,18 @@ def build_parser() -> ArgumentParser:
     return ap
 
 
-class Stopped(BaseException):
-    """SIGINT (Ctrl-C) or SIGTERM arrived: the run stops where it is."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _stop(signum, frame):
-    raise Stopped(signum)
-
-
-def fail(message: str, code: int):
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(code)
-
-
 def main(argv=None) -> dict:
     a = parse_args(argv)
     try:
         c = check_args(a)
     except UsageError as err:  # bad input: one readable line, no traceback, nothing loaded or written
         fail(str(err), 2)
-    existed = c.out.exists()
-    kept = (f"'{c.out}' is kept as it was" if existed else f"no video was written to '{c.out}'") + \
-        " (the unfinished file was removed)"
-    report = {"chunks": 0}
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return run(a, c, report)
-    except Stopped as s:
-        name = signal.Signals(s.signum).name
-        print(f"cancelled by {name} after {report['chunks']} of {a.chunks} chunks: {kept}", file=sys.stderr,
-              flush=True)
-        raise SystemExit(128 + s.signum) from None
-    except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
-        what = f"no room to write the video ({err.strerror})" if full else str(err)
-        fail(f"{what} after {report['chunks']} of {a.chunks} chunks: {kept}; "
-             f"{'free disk space or choose another --out' if full else 'check --out and the files given'}", 1)
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        if isinstance(err, torch.OutOfMemoryError) and report.get("plan") is not None:
-            # the planner's advice: a lighter --offload, --kv-cache fp8_e4m3fn, or a smaller size
-            advice = oom_message(report["plan"], device_budget(c.device), str(err))
-            fail(f"{advice} (after {report['chunks']} of {a.chunks} chunks: {kept})", 1)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
-        fail(f"{first} after {report['chunks']} of {a.chunks} chunks: {kept}; try a smaller --width/--height, "
-             f"a --window, or fewer --chunks", 1)
-    except ValueError as err:  # weights that do not load, found only when they are read
-        fail(f"{str(err).strip()}: {kept}", 2)
-    except RuntimeError as err:
-        fail(f"{str(err).strip().splitlines()[0]}: {kept}", 1)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    existed, report = c.out.exists(), {"chunks": 0}
+    with stopped_by_signals():
+        try:
+            return run(a, c, report)
+        except (Stopped, OSError, MemoryError, ValueError, RuntimeError) as err:  # one line, what was kept
+            end(err, c.out, existed, report, a.chunks, c.device)
 
 
 def run(a, c: CheckedArgs, report: dict) -> dict:
@@ -274,6 +229,7 @@ def run(a, c: CheckedArgs, report: dict) -> dict:
     stream.prime(start)
     decoder = StreamingDecoder(vae)
     timings = []
+    report["writing"] = True
     with Mp4Writer(c.out, fps=a.fps) as writer:
         writer.write(decoder.decode(start))
         print(f"start frame encoded and primed in {time.perf_counter() - t0:.2f}s; prompt 1 {shown(a.prompt)}",

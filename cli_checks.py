@@ -245,6 +245,7 @@ def check_lora(spec: str) -> tuple[Path, float]:
 def read_image(value: str, width: int, height: int) -> torch.Tensor:
     """--image read whole (a truncated file fails here, not mid-run) and fitted to width x height."""
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     path = Path(value)
     if not path.exists():
@@ -254,7 +255,7 @@ def read_image(value: str, width: int, height: int) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         kind = "is not an image" if isinstance(e, UnidentifiedImageError) else "could not be read"
         detail = str(e).split("\n")[0].replace(str(path), "").strip(" :'") or type(e).__name__
         raise UsageError(f"--image '{value}' {kind} ({detail}); give a complete PNG or JPEG file") from None

@@ -1,0 +1,60 @@
+"""The command line with model files (tiny ones, written in the real formats): the memory plan is printed before
+anything is loaded, large files report their loading progress, and each chunk's line names the prompt in force,
+counting chunks from 0 as --switch does."""
+import pytest
+import torch
+from safetensors.torch import save_file
+
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+
+from transformers import UMT5Config, UMT5EncoderModel  # noqa: E402
+
+from causalwan import cli  # noqa: E402
+from causalwan.causal.weights import assemble  # noqa: E402
+from causalwan.vae.random_init import random_vae  # noqa: E402
+from weight_writers import ref_model, tiny_spiece, write_comfy  # noqa: E402
+
+WORDS = "a fox runs through fresh snow and then it starts to rain on the lake".split()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_files")
+    model = root / "dense.safetensors"
+    write_comfy(ref_model(seed=0, text_dim=16), model, dtype=torch.float32)
+    vae = root / "vae.safetensors"
+    save_file({k: v.contiguous() for k, v in random_vae(base_dim=8, seed=0).state_dict().items()}, str(vae))
+    torch.manual_seed(0)
+    cfg = UMT5Config(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+                     feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    sd = {k: v.contiguous() for k, v in UMT5EncoderModel(cfg).eval().state_dict().items()
+          if k != "encoder.embed_tokens.weight"}
+    sd["spiece_model"] = torch.frombuffer(bytearray(tiny_spiece(WORDS, 64)), dtype=torch.uint8)
+    text = root / "umt5.safetensors"
+    save_file(sd, str(text))
+    return {"--model": model, "--vae": vae, "--text-encoder": text}
+
+
+def test_plan_before_loading_progress_while_loading_prompt_per_chunk(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(assemble, "LARGE_FILE_BYTES", 1)  # every file counts as large here
+    out = tmp_path / "fox.mp4"
+    args = [x for k, v in files.items() for x in (k, str(v))]
+    summary = cli.main([*args, "--width", "32", "--height", "32", "--chunks", "3", "--frames-per-chunk", "1",
+                        "--steps", "1000,500", "--prompt", "a fox runs through fresh snow",
+                        "--switch", "2", "it starts to rain", "--switch-mode", "cut", "--out", str(out)])
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    plan = next(i for i, line in enumerate(lines) if line.startswith("memory plan: "))
+    loading = [i for i, line in enumerate(lines) if line.startswith(f"loading '{files['--model']}': ")]
+    assert loading and plan < loading[0]  # the plan comes before the first tensor is read
+    assert "at 32x32, 4 frames: peak" in lines[plan]
+    assert lines[loading[-1]].startswith(f"loading '{files['--model']}': 100% of ")
+    percents = [int(lines[i].split(": ")[1].split("%")[0]) for i in loading]
+    assert percents == sorted(percents) and len(set(percents)) == len(percents)
+    chunk_lines = [line for line in lines if line.startswith("chunk ")]
+    assert chunk_lines[0].startswith("chunk 0 (1 of 3), prompt 1 'a fox runs through fresh snow': ")
+    assert chunk_lines[1].startswith("chunk 1 (2 of 3), prompt 1 ")
+    assert chunk_lines[2] == "chunk 2: switching to prompt 2 'it starts to rain' (cut)"
+    assert chunk_lines[3].startswith("chunk 2 (3 of 3), prompt 2 'it starts to rain': ")
+    assert summary["frames"] == 1 + 4 * 3 and out.read_bytes()[4:8] == b"ftyp"

@@ -90,9 +90,7 @@ def memory_plan(c: CheckedArgs, a, dtype):
     if c.files.demo:
         cfg, experts = DEMO_CONFIG, 2
     else:
-        from .causal.weights.loader import peek_experts
-
-        cfg, experts = peek_experts(c.files.high, None if c.files.folder else c.files.low, c.files.folder)
+        cfg, experts = c.files.config, c.files.experts
     plan = plan_memory(cfg, c.height, c.width, chunk_frames=a.frames_per_chunk,
                        frames=1 + a.chunks * a.frames_per_chunk, window=a.window or None, sink=a.sink,
                        experts=experts, weight_dtype=dtype, shared_cross=experts == 2,

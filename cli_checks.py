@@ -40,6 +40,8 @@ class ModelFiles:
     low: Path | None = None  # the low-noise expert, or a dense model (--model)
     vae: Path | None = None
     text_encoder: Path | None = None
+    config: object = None  # WanConfig read from the experts' headers (nothing loaded yet)
+    experts: int = 2
 
     @property
     def demo(self) -> bool:
@@ -229,6 +231,13 @@ def check_model_files(a) -> ModelFiles:
                              "text_encoder/ itself); give the umT5 file or folder, e.g. --text-encoder "
                              "umt5-xxl-enc-bf16.safetensors")
         files.text_encoder = folder
+    from .causal.weights.loader import peek_experts
+
+    try:  # headers and configs only: a file that is no Wan model, or two experts that differ, stop here
+        files.config, files.experts = peek_experts(files.high, None if folder else files.low, folder)
+    except ValueError as e:
+        flag = "--folder" if folder else ("--high/--low" if files.high else "--model")
+        raise UsageError(f"{flag}: {' '.join(str(e).split())}") from None
     return files
 
 

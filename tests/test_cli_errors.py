@@ -88,6 +88,8 @@ MORE_CASES = [  # the same checks on the other flags, run in-process (a subproce
     (["--model", "missing.pt"], "--model 'missing.pt' does not exist"),
     (["--model", "expert.safetensors", "--vae", "expert.safetensors"], "--text-encoder is needed"),
     (["--folder", "pics", "--model", "expert.safetensors"], "--folder and --model were both given"),
+    (["--model", "expert.safetensors", "--vae", "expert.safetensors", "--text-encoder", "expert.safetensors"],
+     "--model: could not read 'expert.safetensors' as safetensors"),
     (["--vae", "expert.safetensors"], "--vae was given without a model"),
     (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors' does not exist"),
 ]

@@ -58,3 +58,14 @@ def test_plan_before_loading_progress_while_loading_prompt_per_chunk(files, tmp_
     assert chunk_lines[2] == "chunk 2: switching to prompt 2 'it starts to rain' (cut)"
     assert chunk_lines[3].startswith("chunk 2 (3 of 3), prompt 2 'it starts to rain': ")
     assert summary["frames"] == 1 + 4 * 3 and out.read_bytes()[4:8] == b"ftyp"
+
+
+def test_a_file_that_is_no_wan_model_is_refused_before_anything_loads(files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--model", str(files["--vae"]), "--vae", str(files["--vae"]), "--text-encoder",
+                  str(files["--text-encoder"]), "--out", str(tmp_path / "v.mp4")])
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and captured.out == "" and list(tmp_path.iterdir()) == []
+    assert captured.err.startswith(f"error: --model: '{files['--vae']}' is not a Wan video transformer: it looks "
+                                   f"like a VAE")
+    assert len(captured.err.strip().splitlines()) == 1

@@ -259,7 +259,21 @@ def peek_experts(high=None, low=None, folder=None) -> tuple[WanConfig, int]:
     memory plan); the files are read again by load_experts."""
     if folder is not None:
         high, low, _, _ = _pair_paths(Path(folder))
-    return prepare(low)[1], 1 if high is None else 2
+    plans = _prepare_experts(high, low)
+    return plans["low"][1], len(plans)
+
+
+def _prepare_experts(high, low, config=None) -> dict:
+    """{"low": (source, config, format)[, "high": ...]} from the headers; the two experts must match."""
+    plans = {"low": _layout_hint(low, prepare, low, config, releases.entries_for(low))}
+    if high is not None:
+        plans["high"] = _layout_hint(high, prepare, high, config, releases.entries_for(high))
+        h_src, h_cfg, _ = plans["high"]
+        l_src, l_cfg, _ = plans["low"]
+        if h_cfg != l_cfg:
+            raise WeightsError(f"the experts do not match: high '{h_src.path}' and low '{l_src.path}' differ in "
+                               f"{_config_diff(h_cfg, l_cfg)}; load the two experts of the same model")
+    return plans
 
 
 def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", boundary=None, shift=None,
@@ -285,14 +299,7 @@ def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", bou
         raise ValueError("nothing to load: pass folder=, or high= and low=, or low= for a dense model")
 
     paths = {"low": low, "high": high}
-    plans = {"low": _layout_hint(low, prepare, low, config, releases.entries_for(low))}
-    if high is not None:
-        plans["high"] = _layout_hint(high, prepare, high, config, releases.entries_for(high))
-        h_src, h_cfg, _ = plans["high"]
-        l_src, l_cfg, _ = plans["low"]
-        if h_cfg != l_cfg:
-            raise WeightsError(f"the experts do not match: high '{h_src.path}' and low '{l_src.path}' differ in "
-                               f"{_config_diff(h_cfg, l_cfg)}; load the two experts of the same model")
+    plans = _prepare_experts(high, low, config)
     models = {name: _layout_hint(paths[name], build, *plans[name], dtype=dtype, device=device,
                                  float_dtype=float_dtype) for name in plans}
     pair = high is not None

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -169,6 +170,21 @@ def build_parser() -> ArgumentParser:
     return ap
 
 
+@contextmanager
+def engine_log_to_stdout():
+    """The engine's info lines (loading progress of large files) printed like the CLI's own, for this run only."""
+    log, handler = logging.getLogger("causalwan"), logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def main(argv=None) -> dict:
     a = parse_args(argv)
     try:
@@ -176,7 +192,7 @@ def main(argv=None) -> dict:
     except UsageError as err:  # bad input: one readable line, no traceback, nothing loaded or written
         fail(str(err), 2)
     existed, report = c.out.exists(), {"chunks": 0}
-    with stopped_by_signals():
+    with stopped_by_signals(), engine_log_to_stdout():
         try:
             return run(a, c, report)
         except (Stopped, OSError, MemoryError, ValueError, RuntimeError) as err:  # one line, what was kept
@@ -185,11 +201,6 @@ def main(argv=None) -> dict:
 
 def run(a, c: CheckedArgs, report: dict) -> dict:
     device = c.device
-    logging.getLogger("causalwan").setLevel(logging.INFO)  # loading progress of large files
-    if not logging.getLogger("causalwan").handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logging.getLogger("causalwan").addHandler(handler)
     for note in c.notes:
         print(f"note: {note}")
     dtype = torch.float32 if c.files.demo or device == "cpu" else torch.bfloat16

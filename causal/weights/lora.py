@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..sampling.settings import check_finite
 from .checkpoint_files import WeightsError
 from .lora_keys import LoraFile, Patch, Resolved, resolve
 
@@ -213,10 +214,8 @@ def describe(uses, layers: dict, skipped: dict | None = None) -> str:
 
 
 def check_strength(value, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise WeightsError(f"{what}: strength must be a number, got {value!r}") from None
-    if v != v or abs(v) > 100:
+    """A LoRA strength: a finite number in -100..100 (the number rule shared with the sampler's settings)."""
+    v = check_finite(value, f"{what}: strength")
+    if abs(v) > 100:
         raise WeightsError(f"{what}: strength {v} is outside -100..100")
     return v

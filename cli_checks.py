@@ -75,6 +75,7 @@ def check_args(a) -> CheckedArgs:
         out = check_out(a.out, a.image)
         switches = check_switches(a.switch, a.prompt, a.chunks)
         loras = [check_lora(spec) for spec in a.lora]
+        read_model_headers(files)  # last: the cheap checks answer first
     except UsageError:
         raise
     except ValueError as e:  # an engine rule, already worded with the flag names it was given
@@ -231,14 +232,22 @@ def check_model_files(a) -> ModelFiles:
                              "text_encoder/ itself); give the umT5 file or folder, e.g. --text-encoder "
                              "umt5-xxl-enc-bf16.safetensors")
         files.text_encoder = folder
+    return files
+
+
+def read_model_headers(files: ModelFiles) -> None:
+    """The experts' config from their headers and configs only: a file that is no Wan model, or two experts that
+    differ, stop here, before any weight is read."""
     from .causal.weights.loader import peek_experts
 
-    try:  # headers and configs only: a file that is no Wan model, or two experts that differ, stop here
+    if files.demo:
+        return
+    folder = files.folder
+    try:
         files.config, files.experts = peek_experts(files.high, None if folder else files.low, folder)
     except ValueError as e:
         flag = "--folder" if folder else ("--high/--low" if files.high else "--model")
         raise UsageError(f"{flag}: {' '.join(str(e).split())}") from None
-    return files
 
 
 def check_lora(spec: str) -> tuple[Path, float]:

@@ -104,8 +104,8 @@ class CausalWanChunkSampler:
         options = resolve_options(stream_options(steps, shift, frames_per_chunk, window_frames, sink_frames,
                                                  kv_cache), model.experts)
         check_window(options.window, options.sink, options.chunk_frames)
-        schedule = to_schedule(as_prompt_list(prompts), model.config.text_len, start.batch, num_chunks,
-                               first_mode="cut")
+        prompts = as_prompt_list(prompts)
+        schedule = to_schedule(prompts, model.config.text_len, start.batch, num_chunks, first_mode="cut")
         model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
         node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
         start_frames = 0 if start.latent is None else start.latent.shape[2]
@@ -128,7 +128,8 @@ class CausalWanChunkSampler:
             stream.prime(start.latent)
             pieces.append(start_frames)
             parts.append(start.latent.float().cpu())
-        chunks, frames = run_chunks(stream, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=start.latent)
+        chunks, frames = run_chunks(stream, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=start.latent,
+                                    slots=[e.slot for e in prompts.entries])
         parts += [c.cpu() for c in chunks]
         pieces += [c.shape[2] for c in chunks]
         latent = torch.cat(parts, dim=2)

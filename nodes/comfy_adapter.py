@@ -23,7 +23,7 @@ log = logging.getLogger("causalwan")
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
 FOLDER_KINDS = ("diffusion_models", "vae", "text_encoders", "loras")
-CHUNK_EVENT = "causalwan.chunk"
+STREAM_EVENT = "causalwan.stream"
 _DIFFUSERS_MARKERS = ("model_index.json", "transformer/config.json")
 _FOLDER_SEARCH_DEPTH = 2
 
@@ -160,7 +160,9 @@ def clear_listeners() -> None:
 
 
 def progress(value: int, total: int, preview=None, node_id=None) -> None:
-    """Progress of the running node (with an optional PIL preview image) to ComfyUI's bar and to listeners."""
+    """Progress of the running node to ComfyUI's bar and to listeners. The sampler's frames go to the pack's
+    own stream player (nodes/preview.py), so no `preview` image is given to ComfyUI's bar (it would draw a
+    second picture of the same chunk on the node)."""
     utils = comfy("comfy.utils")
     if utils is not None and hasattr(utils, "ProgressBar"):
         bar = utils.ProgressBar(total, node_id=node_id)
@@ -169,10 +171,19 @@ def progress(value: int, total: int, preview=None, node_id=None) -> None:
         fn(value, total, preview, node_id)
 
 
-def send_event(data: dict, event: str = CHUNK_EVENT) -> None:
-    """A custom websocket event for the frontend (web/causalwan_preview.js listens to "causalwan.chunk")."""
+def _server():
     server = comfy("server")
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def has_event_listeners() -> bool:
+    """Whether anything receives send_event(): a ComfyUI server (its browsers) or a registered listener."""
+    return _server() is not None or bool(_event_listeners)
+
+
+def send_event(data: dict, event: str = STREAM_EVENT) -> None:
+    """A custom websocket event for the frontend (web/stream_events.js listens to "causalwan.stream")."""
+    instance = _server()
     if instance is not None:  # to the client that queued the prompt, as ComfyUI's own progress messages go
         instance.send_sync(event, data, getattr(instance, "client_id", None))
     for fn in list(_event_listeners):
@@ -196,6 +207,13 @@ def throw_if_interrupted() -> None:
     if _interrupt.is_set():
         _interrupt.clear()
         raise Interrupted("generation was interrupted")
+
+
+def is_interrupt(error: BaseException) -> bool:
+    """Whether `error` is a Cancel (ComfyUI's interrupt, or ours outside ComfyUI) rather than a failure."""
+    mm = comfy("comfy.model_management")
+    kind = getattr(mm, "InterruptProcessingException", None)
+    return isinstance(error, Interrupted) or (isinstance(kind, type) and isinstance(error, kind))
 
 
 # ------------------------------------------------------------------------------------------- devices, memory

@@ -59,15 +59,17 @@ class CausalWanContinue:
         # the fork takes over the upstream's caches (or, on a re-queue, gets its parked copy back): on the device
         # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host)
         adapter.make_room(plan.kv_cache, stream.model.device)
-        schedule = None
+        schedule, slots = None, None
         if prompts is not None:
-            schedule = to_schedule(as_prompt_list(prompts), stream.model.config.text_len, stream.latent.shape[0],
-                                   num_chunks)
+            prompts = as_prompt_list(prompts)
+            slots = [e.slot for e in prompts.entries]
+            schedule = to_schedule(prompts, stream.model.config.text_len, stream.latent.shape[0], num_chunks)
         warmup = stream.latent[:, :, -PREVIEW_WARMUP_FRAMES:] if vae is not None else None
         with explain_oom(plan, device=stream.model.device):  # out of memory: the planner's advice
             fork = src.fork()
             fork.reserve(extra)
-            chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup)
+            chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup,
+                                  slots=slots, show_warmup=False)
         latent = torch.cat([stream.latent] + [c.cpu() for c in chunks], dim=2)
         pieces = stream.pieces + [c.shape[2] for c in chunks]
         state = StreamState(fork, stream.model, latent, pieces)

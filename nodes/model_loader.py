@@ -10,6 +10,7 @@ from ..causal.memory.oom import explain_oom, is_oom
 from . import comfy_adapter as adapter
 from . import node_memory
 from ..causal.sampling.defaults import model_defaults
+from .node_text import with_text
 from .values import CATEGORY, MODEL, LoadedModel
 
 log = logging.getLogger("causalwan")
@@ -55,7 +56,7 @@ class CausalWanModelLoader:
                    "(Self-Forcing / CausVid 1.3B) given as the low-noise file alone.")
     CATEGORY = CATEGORY
     FILE_INPUTS = ("high_noise_model", "low_noise_model", "diffusers_folder")  # filled from the model folders
-    FUNCTION = "load"
+    FUNCTION = "execute"
     RETURN_TYPES = (MODEL, "STRING")
     RETURN_NAMES = ("model", "memory_plan")
     OUTPUT_TOOLTIPS = ("The loaded model for CausalWan Chunk Sampler.",
@@ -88,6 +89,11 @@ class CausalWanModelLoader:
                 "resident: all weights on the GPU. swap: one expert on the GPU at a time. blocks: stream the "
                 "blocks of the running expert. auto: the least offloading that fits free memory.")}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def execute(self, **inputs):
+        """ComfyUI's entry: load(), and the memory plan shown as text on the node."""
+        model, plan = self.load(**inputs)
+        return with_text((model, plan), plan)
 
     def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
              offload="auto", unique_id=None):

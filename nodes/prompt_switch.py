@@ -43,7 +43,7 @@ class CausalWanPromptSwitch:
     def build(self, conditioning_1, switch_mode="cut", blend_chunks=2, **slots):
         if switch_mode not in SWITCH_MODES:
             raise ValueError(f"unknown switch mode {switch_mode!r}; choose one of {', '.join(SWITCH_MODES)}")
-        entries = [PromptEntry(0, conditioning_tensor(conditioning_1), switch_mode)]
+        entries = [PromptEntry(0, conditioning_tensor(conditioning_1), switch_mode, slot=1)]
         previous = (1, 0)
         for k in range(2, SLOTS + 1):
             cond = slots.get(f"conditioning_{k}")
@@ -54,6 +54,6 @@ class CausalWanPromptSwitch:
                 raise ValueError(f"prompt {k} starts at chunk {chunk}, which is not after prompt {previous[0]} "
                                  f"(chunk {previous[1]}); give each prompt a later start chunk than the one "
                                  "before it")
-            entries.append(PromptEntry(chunk, conditioning_tensor(cond), switch_mode))
+            entries.append(PromptEntry(chunk, conditioning_tensor(cond), switch_mode, slot=k))
             previous = (k, chunk)
         return (PromptList(entries, blend_chunks=int(blend_chunks)),)

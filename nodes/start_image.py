@@ -4,16 +4,18 @@ from __future__ import annotations
 import logging
 
 from ..vae.image_fit import FITS, MAX_SIDE, MULTIPLE, check_image, fit_image, snap
+from .node_text import with_text
 from .values import CATEGORY, START, VAE, StartLatent
 
 log = logging.getLogger("causalwan")
+
 
 class CausalWanImageConditioner:
     DESCRIPTION = ("The start of a stream. With an image: the image is resized to width x height and encoded by "
                    "the VAE into latent frame 0, which both experts read before the first chunk "
                    "(image-to-video). Without an image: text-to-video from noise at that size.")
     CATEGORY = CATEGORY
-    FUNCTION = "start"
+    FUNCTION = "execute"
     RETURN_TYPES = (START, "STRING")
     RETURN_NAMES = ("start", "note")
     OUTPUT_TOOLTIPS = ("Start latent and video size for CausalWan Chunk Sampler.",
@@ -35,6 +37,12 @@ class CausalWanImageConditioner:
                                            "text-to-video."}),
             "vae": (VAE, {"tooltip": "CausalWan VAE that encodes the start image; needed only with an image."}),
         }}
+
+    def execute(self, **inputs):
+        """ComfyUI's entry: start(), with what the start is and any adjustment shown as text on the node."""
+        start, note = self.start(**inputs)
+        kind = "image to video" if start.latent is not None else "text to video (no start image)"
+        return with_text((start, note), f"{kind}, {start.width}x{start.height}", note)
 
     def start(self, width, height, fit="crop", image=None, vae=None):
         if fit not in FITS:

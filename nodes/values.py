@@ -110,6 +110,8 @@ class PromptEntry:
     chunk: int  # first chunk (counted from 0 = the first chunk of the run) that uses this text
     text: torch.Tensor  # [B, L, text_dim] as it came from the CONDITIONING (padded/trimmed later)
     mode: str = "cut"
+    slot: int = 0  # where the text came from, for the stream player: k = conditioning_k of a Prompt Switch,
+    # 0 = a CONDITIONING connected straight to the sampler / Continue
 
 
 @dataclass

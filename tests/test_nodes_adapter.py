@@ -88,9 +88,10 @@ def test_sampler_reports_to_comfyui(comfy):
     start = CausalWanImageConditioner().start(32, 32)[0]
     comfy.calls.clear()
     CausalWanChunkSampler().sample(model, start, conditioning(), 2, 0, "1000", 0.0, 3, 0, 0, vae=vae, unique_id="12")
-    assert comfy.of("progress") == [("progress", 1, 2, "12", ("JPEG", 512)), ("progress", 2, 2, "12", ("JPEG", 512))]
-    events = comfy.of("causalwan.chunk")
-    assert [(d["node"], d["chunk"], d["frames"]) for _, d in events] == [("12", 1, 9), ("12", 2, 21)]
+    assert comfy.of("progress") == [("progress", 1, 2, "12", None), ("progress", 2, 2, "12", None)]
+    events = comfy.of("causalwan.stream")  # sent by the preview thread, all before the node returns
+    assert [(d["node"], d["kind"], d.get("chunk"), len(d["frames"]) if d["kind"] == "chunk" else d["frames"])
+            for _, d in events] == [("12", "chunk", 1, 9), ("12", "chunk", 2, 12), ("12", "end", None, 21)]
     assert ("soft_empty_cache",) in comfy.calls and not comfy.of("unload_all_models")  # CPU: nothing to evict
 
 
@@ -103,6 +104,8 @@ def test_comfyui_interrupt_stops_between_chunks(comfy):
         CausalWanChunkSampler().sample(model, start, conditioning(), 3, 0, "1000", 0.0, 3, 0, 0)
     assert [c[1] for c in comfy.of("progress")] == [1]
     assert comfy.interrupt is False
+    ends = [d for _, d in comfy.of("causalwan.stream") if d["kind"] == "end"]
+    assert [(d["state"], d["frames"]) for d in ends] == [("cancelled", 0)]  # the player shows the Cancel
 
 
 def test_make_room_asks_comfyui_to_evict(comfy):

@@ -64,11 +64,17 @@ def test_image_to_video_end_to_end(pair, vae, start):
     assert latent["samples"].shape == (1, 16, 10, 4, 4) and latent["causalwan_pieces"] == [1, 3, 3, 3]
     calls = stream.stream.expert_calls
     assert [e for e, _ in calls[2:10]] == ["high"] * 3 + ["low"] * 5  # the release's 8 steps at shift 5
-    assert [(v, t, node) for v, t, _, node in progress] == [(1, 3, "5"), (2, 3, "5"), (3, 3, "5")]
-    assert all(img.size == (SIZE, SIZE) for _, _, img, _ in progress)
-    assert [(n, d["chunk"], d["chunks"], d["frames"], d["prompt"]) for n, d in events] == \
-        [("causalwan.chunk", 1, 3, 13, 1), ("causalwan.chunk", 2, 3, 25, 1), ("causalwan.chunk", 3, 3, 37, 1)]
-    assert events[0][1]["image"].startswith("data:image/jpeg;base64,") and events[0][1]["node"] == "5"
+    # no preview image on ComfyUI's progress bar: every frame goes to the stream player instead
+    assert progress == [(1, 3, None, "5"), (2, 3, None, "5"), (3, 3, None, "5")]
+    assert {n for n, _ in events} == {"causalwan.stream"} and {d["node"] for _, d in events} == {"5"}
+    assert len({d["run"] for _, d in events}) == 1
+    *chunks, end = [d for _, d in events]
+    assert [(d["kind"], d["chunk"], d["chunks"], d["first"], len(d["frames"]), d["total_frames"], d["prompt"])
+            for d in chunks] == [("chunk", 1, 3, 0, 13, 37, 0), ("chunk", 2, 3, 13, 12, 37, 0),
+                                 ("chunk", 3, 3, 25, 12, 37, 0)]  # the start frame leads chunk 1
+    assert end == {"node": "5", "run": chunks[0]["run"], "kind": "end", "state": "done", "error": "", "frames": 37}
+    assert all(f.startswith("data:image/jpeg;base64,") for d in chunks for f in d["frames"])
+    assert chunks[0]["fps"] == 16
 
     images = CausalWanDecode().decode(vae, latent)[0]
     assert images.shape == (1 + 12 * 3, SIZE, SIZE, 3) and images.dtype == torch.float32
@@ -128,11 +134,12 @@ def test_dense_text_to_video(models, vae):
 
 def test_interrupt_between_chunks_stops_and_the_next_run_succeeds(pair, start):
     model, _ = pair
-    progress, _ = record()
+    progress, events = record()
     adapter.add_progress_listener(lambda v, t, img, node: adapter.request_interrupt() if v == 1 else None)
     with pytest.raises(adapter.Interrupted):
         sample(model, start, conditioning())
     assert [v for v, *_ in progress] == [1]  # stopped before the second chunk was made
+    assert [(d["kind"], d.get("state")) for _, d in events] == [("chunk", None), ("end", "cancelled")]
     adapter.clear_listeners()
     progress, _ = record()
     latent, _ = sample(model, start, conditioning())

@@ -1,5 +1,8 @@
-"""web/causalwan_preview.js under Node.js with stub app/api modules and a minimal DOM: it registers one
-extension, the "causalwan.chunk" event fills the sampler's preview, and the prompt switch draws its timeline."""
+"""web/*.js under Node.js with stub app/api modules, a stub graph and a minimal DOM: the extension registers
+once, the stream player collects every frame of the "causalwan.stream" events, names the prompt in force from
+the graph, plays at the fps of the CreateVideo node, and shows how the run ended; the prompt timeline warns
+about a switch after the sampler's last chunk; the text panels show the text a node sends. The real browser
+test is tests/test_browser_editor.py."""
 import json
 import shutil
 import subprocess
@@ -9,7 +12,7 @@ import pytest
 
 import causalwan
 
-JS = Path(causalwan.__file__).parent / "web" / "causalwan_preview.js"
+WEB = Path(causalwan.__file__).parent / "web"
 
 STUBS = {
     "scripts/app.js": """
@@ -22,51 +25,109 @@ export const api = { handlers: {}, addEventListener(name, fn) { (this.handlers[n
 """,
 }
 
-DRIVER = """
+DRIVER = r"""
 class El {
-  constructor(tag) { this.tag = tag; this.children = []; this.style = {}; this.textContent = ""; this.title = ""; }
+  constructor(tag) { this.tag = tag; this.children = []; this.style = {}; this.dataset = {}; this.textContent = "";
+    this.title = ""; this.attrs = {}; }
   append(...c) { this.children.push(...c); } appendChild(c) { this.children.push(c); }
-  replaceChildren(...c) { this.children = c; }
+  replaceChildren(...c) { this.children = c; } addEventListener() {}
+  setAttribute(k, v) { this.attrs[k] = v; } getAttribute(k) { return this.attrs[k] ?? null; }
+  set src(v) { this.attrs.src = v; } get src() { return this.attrs.src ?? ""; }
+  getBoundingClientRect() { return { left: 0, top: 0, width: 100, height: 14 }; }
 }
 globalThis.document = { createElement: (t) => new El(t) };
-globalThis.requestAnimationFrame = (f) => f();
+globalThis.window = { addEventListener() {}, removeEventListener() {} };
+const timers = [];
+globalThis.setInterval = (fn, ms) => { timers.push({ fn, ms }); return timers.length; };
+globalThis.clearInterval = (id) => { if (id) timers[id - 1] = null; };
+const tickAll = () => timers.forEach((t) => t?.fn());
 const { app } = await import("./scripts/app.js");
 const { api } = await import("./scripts/api.js");
-await import("./extensions/causalwan/causalwan_preview.js");
+await import("./extensions/causalwan/causalwan.js");
 
-function makeNode(id, comfyClass, widgets = [], inputs = []) {
-  const node = { id, comfyClass, widgets, inputs, domWidgets: [], dirty: 0,
-    addDOMWidget(name, type, el, opts) { const w = { name, type, el, options: opts }; this.domWidgets.push(w); return w; },
-    setDirtyCanvas() { this.dirty += 1; } };
+// a graph: text encoders -> prompt switch -> sampler -> decode -> CreateVideo(fps 24); encoder -> continue
+const links = {}; // "id:slot" -> [source node]
+function makeNode(id, type, { widgets = [], inputs = [], outputs = 0, title } = {}) {
+  const node = { id, type, comfyClass: type, title: title ?? type, widgets, inputs: inputs.map((name) => ({ name })),
+    outputs: Array.from({ length: outputs }, () => ({})), domWidgets: [], constructor: { title: type },
+    addDOMWidget(name, kind, el, opts) { const w = { name, type: kind, el, options: opts }; this.domWidgets.push(w); return w; },
+    isInputConnected(slot) { return !!links[`${id}:${slot}`]; }, getInputNode(slot) { return links[`${id}:${slot}`] ?? null; },
+    getOutputNodes() { return Object.entries(links).filter(([, src]) => src === node)
+      .map(([key]) => app.nodes[key.split(":")[0]]); },
+    setDirtyCanvas() {} };
   app.nodes[id] = node;
   for (const ext of app.extensions) ext.nodeCreated?.(node);
   return node;
 }
+const link = (src, dst, name) => { links[`${dst.id}:${dst.inputs.findIndex((i) => i.name === name)}`] = src; };
+const w = (name, value) => ({ name, value, callback: null });
 for (const ext of app.extensions) ext.setup?.();
 
-const out = { extensions: app.extensions.map((e) => e.name), handlers: Object.keys(api.handlers) };
-const sampler = makeNode(7, "CausalWanChunkSampler");
-const other = makeNode(8, "CLIPTextEncode");
-api.emit("causalwan.chunk", { node: "7", chunk: 2, chunks: 5, frames: 25, prompt: 1,
-                              image: "data:image/jpeg;base64,AAAA" });
-api.emit("causalwan.chunk", { node: "99", chunk: 1, chunks: 1, frames: 1, prompt: 0, image: null });
-out.sampler = { widgets: sampler.domWidgets.map((w) => [w.name, w.options.serialize, w.serialize]),
-  caption: sampler.causalwanPreview.caption.textContent, src: sampler.causalwanPreview.img.src,
-  width: sampler.causalwanPreview.fill.style.width, dirty: sampler.dirty };
+const enc = (id, title, text) => makeNode(id, "CLIPTextEncode", { widgets: [w("text", text)], outputs: 1, title });
+const p1 = enc(1, "Prompt 1", "a fox in the snow"), p2 = enc(2, "Prompt 2", "the fox looks up"),
+      p4 = enc(4, "Prompt 4", "evening falls");
+const sw = makeNode(9, "CausalWanPromptSwitch", { widgets: [w("switch_mode", "recache"), w("blend_chunks", 2),
+  w("start_chunk_2", 1), w("start_chunk_3", 5), w("start_chunk_4", 6)],
+  inputs: ["conditioning_1", "conditioning_2", "conditioning_3", "conditioning_4"], outputs: 1 });
+link(p1, sw, "conditioning_1"); link(p2, sw, "conditioning_2");
+const sampler = makeNode(12, "CausalWanChunkSampler", { widgets: [w("num_chunks", 3)], inputs: ["model", "prompts"], outputs: 2 });
+link(sw, sampler, "prompts");
+const decode = makeNode(14, "CausalWanDecode", { inputs: ["latent"], outputs: 1 });
+link(sampler, decode, "latent");
+const create = makeNode(15, "CreateVideo", { widgets: [w("fps", 24)], inputs: ["images"], outputs: 1 });
+link(decode, create, "images");
+const cont = makeNode(13, "CausalWanContinue", { widgets: [w("num_chunks", 2)], inputs: ["stream", "prompts"], outputs: 2 });
+link(sampler, cont, "stream"); link(p4, cont, "prompts");
+const loader = makeNode(2, "CausalWanModelLoader", { outputs: 2 });
+const other = makeNode(8, "VAEDecode");
+
+const out = { extensions: app.extensions.map((e) => e.name), handlers: Object.keys(api.handlers).sort(),
+  panels: Object.fromEntries(Object.values(app.nodes).map((n) => [n.type, n.domWidgets.map((d) =>
+    [d.name, d.options.serialize, d.options.getMinHeight(), d.options.getMaxHeight()])])) };
+
+const frames = (n, tag) => Array.from({ length: n }, (_, i) => `data:image/jpeg;base64,${tag}${i}`);
+const chunk = (node, run, k, first, n, prompt, total) => api.emit("causalwan.stream",
+  { node, run, kind: "chunk", chunk: k, chunks: 3, first, frames: frames(n, `${k}_`), total_frames: total, fps: 16, prompt });
+const player = sampler.causalwanPlayer;
+chunk("12", "r1", 1, 0, 13, 1, 37);
+out.first = { ...player.root.dataset, src: player.img.src, badge: player.badge.textContent, caption: player.caption.textContent };
+for (let i = 0; i < 5; i++) tickAll();
+out.played = { ...player.root.dataset };
+chunk("12", "r1", 2, 13, 12, 2, 37);
+chunk("12", "r1", 3, 25, 12, 2, 37);
+api.emit("causalwan.stream", { node: "12", run: "r1", kind: "end", state: "done", error: "", frames: 37 });
+player.seek(36);
+out.done = { ...player.root.dataset, badge: player.badge.textContent, caption: player.caption.textContent,
+  segments: player.segments.children.map((s) => [s.style.cssText, s.title]) };
+player.pause(); const frozen = player.frame; tickAll(); out.paused = [player.root.dataset.mode, player.frame === frozen];
+player.goLive(); out.live = [player.root.dataset.mode, player.frame];
+// a new run resets the player; a Cancel from ComfyUI (before the node could say so) shows
+chunk("12", "r2", 1, 0, 13, 1, 37);
+out.reset = [player.root.dataset.frames, player.root.dataset.run];
+api.emit("execution_interrupted", { node_id: "12" });
+out.cancelled = [player.root.dataset.end, player.badge.textContent];
+// Continue: its own CONDITIONING (slot 0), labelled by the text encoder's title and text
+api.emit("causalwan.stream", { node: "13", run: "c1", kind: "chunk", chunk: 1, chunks: 2, first: 0, frames: frames(12, "c"),
+  total_frames: 24, fps: 16, prompt: 0 });
+api.emit("execution_error", { node_id: "13", exception_message: "out of memory" });
+out.cont = [cont.causalwanPlayer.caption.textContent, cont.causalwanPlayer.root.dataset.end, cont.causalwanPlayer.root.dataset.fps];
+api.emit("causalwan.stream", { node: "99", run: "x", kind: "chunk", chunk: 1, chunks: 1, first: 0, frames: [], prompt: 0 });
 out.other = other.domWidgets.length;
 
-const w = (name, value) => ({ name, value, callback: null });
-const sw = makeNode(9, "CausalWanPromptSwitch",
-  [w("switch_mode", "recache"), w("blend_chunks", 2), w("start_chunk_2", 3), w("start_chunk_3", 5), w("start_chunk_4", 6)],
-  [{ name: "conditioning_1", link: 1 }, { name: "conditioning_2", link: 2 }, { name: "conditioning_3", link: 3 },
-   { name: "conditioning_4", link: null }]);
-const seg = () => sw.causalwanTimeline.bar.children.map((c) => c.textContent);
-out.timeline = [seg(), sw.causalwanTimeline.caption.textContent];
-sw.widgets[3].value = 2; sw.widgets[3].callback();
-out.timeline_bad = sw.causalwanTimeline.caption.textContent;
-sw.inputs[2].link = null; sw.onConnectionsChange();
-out.timeline_two = seg();
+// the timeline: prompt 2 from chunk 1 over the sampler's 3 chunks; prompt 3 from chunk 5 is beyond them
+const tl = () => [sw.causalwanTimeline.bar.children.map((c) => c.textContent), sw.causalwanTimeline.caption.textContent];
+sw.onDrawBackground(); out.timeline = tl();
+const p3 = enc(3, "Prompt 3", "it leaps"); link(p3, sw, "conditioning_3");
+sw.onDrawBackground(); out.timeline_beyond = tl();
+sampler.widgets[0].value = 8; sw.onDrawBackground(); out.timeline_fixed = tl();
+sw.widgets[2].value = 6; sw.onDrawBackground(); out.timeline_order = tl()[1];
+
+// the memory plan on the loader, sent as the "text" of the executed message
+out.text_before = loader.causalwanText.textContent;
+loader.onExecuted({ text: ["expert pair (high/low noise): 2 x 14.29B params, offload swap"] });
+out.text_after = loader.causalwanText.textContent;
 console.log(JSON.stringify(out));
+process.exit(0);
 """
 
 
@@ -81,30 +142,59 @@ def result(tmp_path_factory):
         (root / rel).write_text(text)
     ext = root / "extensions" / "causalwan"
     ext.mkdir(parents=True)
-    shutil.copy(JS, ext / JS.name)
+    for js in WEB.glob("*.js"):
+        shutil.copy(js, ext / js.name)
     (root / "driver.mjs").write_text(DRIVER)
     done = subprocess.run([node, "driver.mjs"], cwd=root, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_registers_one_extension_listening_to_the_chunk_event(result):
-    assert result["extensions"] == ["causalwan.preview"]
-    assert result["handlers"] == ["causalwan.chunk"]
+def test_one_extension_with_fixed_height_panels_never_saved(result):
+    assert result["extensions"] == ["causalwan.stream"]
+    assert result["handlers"] == ["causalwan.stream", "execution_error", "execution_interrupted"]
+    panels = result["panels"]
+    assert panels["CausalWanChunkSampler"] == [["causalwan_player", False, 278, 278]]
+    assert panels["CausalWanContinue"] == [["causalwan_player", False, 278, 278]]
+    assert panels["CausalWanPromptSwitch"] == [["causalwan_timeline", False, 48, 48]]
+    assert panels["CausalWanModelLoader"] == [["causalwan_text", False, 64, 64]]
+    assert panels["CLIPTextEncode"] == [] and result["other"] == 0
 
 
-def test_chunk_event_updates_the_sampler_preview(result):
-    s = result["sampler"]
-    assert s["widgets"] == [["causalwan_preview", False, False]]  # never serialised into the workflow
-    assert s["caption"] == "chunk 2/5 · 25 frames · prompt 1"
-    assert s["src"] == "data:image/jpeg;base64,AAAA"
-    assert s["width"] == "40%" and s["dirty"] == 1
-    assert result["other"] == 0
+def test_player_collects_every_frame_and_plays_at_the_video_fps(result):
+    first = result["first"]
+    assert (first["frames"], first["frame"], first["total"], first["mode"], first["fps"]) == ("13", "0", "37", "live", "24")
+    assert first["src"] == "data:image/jpeg;base64,1_0" and first["badge"] == "● live"
+    assert first["caption"] == "chunk 1/3 · Prompt 1: a fox in the snow"
+    assert (result["played"]["frame"], result["played"]["played"]) == ("5", "5")  # five timer ticks, five frames
+    done = result["done"]
+    assert (done["frames"], done["chunks"], done["end"], done["badge"]) == ("37", "3", "done", "done")
+    assert done["caption"] == "chunk 3/3 · Prompt 2: the fox looks up"
+    assert [s[1] for s in done["segments"]] == ["chunk 1/3: Prompt 1: a fox in the snow",
+                                                "chunk 2/3: Prompt 2: the fox looks up",
+                                                "chunk 3/3: Prompt 2: the fox looks up"]
+    assert f"left:{100 * 13 / 37}%;width:{100 * 12 / 37}%" in done["segments"][1][0]  # chunk 2 on the scrub bar
+    assert result["paused"] == ["paused", True]
+    assert result["live"] == ["live", 25]  # live jumps to the newest chunk
 
 
-def test_prompt_switch_timeline(result):
-    segments, caption = result["timeline"]
-    assert segments == ["P1 @0", "P2 @3", "P3 @5"]  # prompt 4 is not connected
-    assert caption == "3 prompt(s), switch: recache"
-    assert result["timeline_bad"] == "prompt 3 must start after chunk 3"
-    assert result["timeline_two"] == ["P1 @0", "P2 @3"]
+def test_player_shows_new_runs_cancel_and_failure(result):
+    assert result["reset"] == ["13", "r2"]
+    assert result["cancelled"] == ["cancelled", "cancelled at chunk 1/3"]
+    caption, end, fps = result["cont"]
+    assert caption == "failed: out of memory" and end == "failed" and fps == "16"  # no CreateVideo after it
+
+
+def test_timeline_warns_about_a_switch_after_the_last_chunk(result):
+    assert result["timeline"] == [["P1 @0", "P2 @1"], "2 prompt(s) over 3 chunks, switch: recache"]
+    segments, caption = result["timeline_beyond"]
+    assert segments == ["P1 @0", "P2 @1", "P3 @5"]
+    assert caption == ("⚠ prompt 3 starts at chunk 5, but CausalWanChunkSampler makes chunks 0-2: raise its "
+                       "num_chunks or start the prompt earlier")
+    assert result["timeline_fixed"][1] == "3 prompt(s) over 8 chunks, switch: recache"
+    assert result["timeline_order"] == "⚠ prompt 3 must start after chunk 6"
+
+
+def test_text_panel_shows_what_the_node_sent(result):
+    assert result["text_before"] == "the memory plan appears here after a run"
+    assert result["text_after"] == "expert pair (high/low noise): 2 x 14.29B params, offload swap"

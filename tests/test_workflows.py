@@ -5,14 +5,16 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import causalwan
 from core_nodes import COMFYUI_VERSION, CORE_NODES, FILE_LISTS
 from workflow_check import check_workflow, file_inputs_of
 from workflow_format import object_info, ui_to_api, widget_slots
+from shipped_workflows import FOLDER, I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE, all_workflows
 
 ROOT = Path(causalwan.__file__).parent
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+WORKFLOWS = all_workflows()
 INFO = {**CORE_NODES, **object_info(causalwan.NODE_CLASS_MAPPINGS, causalwan.NODE_DISPLAY_NAME_MAPPINGS)}
 FILES = set(FILE_LISTS) | file_inputs_of(causalwan.NODE_CLASS_MAPPINGS)
 
@@ -25,14 +27,15 @@ def by_type(wf, kind):
     return [n for n in wf["nodes"] if n["type"] == kind]
 
 
-def test_the_four_workflows_exist_and_are_duplicated_for_the_template_browser():
-    names = [p.name for p in WORKFLOWS]
-    assert names == ["causalwan_i2v_comfy_files.json", "causalwan_i2v_diffusers_folder.json",
-                     "causalwan_prompt_switch_and_continue.json", "causalwan_t2v_dense_1.3b.json"]
+def test_each_workflow_once_in_the_conventional_folder_with_a_thumbnail():
+    assert [p.name for p in WORKFLOWS] == sorted([I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE])
+    for other in ("workflows", "workflow", "examples", "example"):  # ComfyUI would list them all again
+        assert not (ROOT / other).exists(), f"{other}/ would show every workflow twice in the template browser"
     for p in WORKFLOWS:
-        twin = ROOT / "example_workflows" / p.name
-        assert twin.is_file() and not twin.is_symlink()
-        assert twin.read_bytes() == p.read_bytes()
+        thumb = p.with_suffix(".jpg")
+        assert thumb.is_file(), f"{p.name} has no thumbnail {thumb.name}"
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.width >= 256 and im.height >= 192
     assert COMFYUI_VERSION == "0.3.64"
 
 
@@ -72,7 +75,7 @@ def test_ui_to_api_conversion(path):
 
 
 def test_prompt_switch_workflow_wiring():
-    wf = load(ROOT / "workflows" / "causalwan_prompt_switch_and_continue.json")
+    wf = load(FOLDER / PROMPT_SWITCH)
     api = ui_to_api(wf, INFO)
     (sw,) = [v for v in api.values() if v["class_type"] == "CausalWanPromptSwitch"]
     assert sw["inputs"]["switch_mode"] == "recache"
@@ -87,7 +90,7 @@ def test_prompt_switch_workflow_wiring():
 
 
 def test_dense_workflow_is_text_to_video_of_21_latent_frames():
-    wf = load(ROOT / "workflows" / "causalwan_t2v_dense_1.3b.json")
+    wf = load(FOLDER / T2V_DENSE)
     api = ui_to_api(wf, INFO)
     (loader,) = [v for v in api.values() if v["class_type"] == "CausalWanModelLoader"]
     assert loader["inputs"]["high_noise_model"] == "none" and loader["inputs"]["low_noise_model"] != "none"
@@ -105,7 +108,7 @@ def sampler_of(wf):
 
 @pytest.fixture
 def wf():
-    return load(ROOT / "workflows" / "causalwan_i2v_comfy_files.json")
+    return load(FOLDER / I2V_FILES)
 
 
 def test_checker_finds_a_missing_seed_control_value(wf):

@@ -12,6 +12,7 @@ import causalwan
 from core_nodes import CORE_NODES
 from workflow_format import object_info, ui_to_api
 from node_models import FOLDER, TEXT_DIM, conditioning
+from shipped_workflows import all_workflows
 
 ROOT = Path(causalwan.__file__).parent
 INFO = {**CORE_NODES, **object_info(causalwan.NODE_CLASS_MAPPINGS, causalwan.NODE_DISPLAY_NAME_MAPPINGS)}
@@ -49,9 +50,10 @@ class Core:
         return ()
 
 
-def run(prompt: dict, core: Core) -> dict:
-    """Execute an API-format prompt in dependency order; returns every node's outputs."""
-    outputs, pending = {}, dict(prompt)
+def run(prompt: dict, core: Core, shown: dict | None = None) -> dict:
+    """Execute an API-format prompt in dependency order; returns every node's outputs (and fills `shown` with
+    what nodes show on themselves, their "ui" dicts)."""
+    outputs, pending, shown = {}, dict(prompt), {} if shown is None else shown
     while pending:
         ready = [k for k, v in pending.items()
                  if all(not isinstance(x, list) or x[0] in outputs for x in v["inputs"].values())]
@@ -65,6 +67,9 @@ def run(prompt: dict, core: Core) -> dict:
                 if "unique_id" in cls.INPUT_TYPES().get("hidden", {}):
                     kwargs["unique_id"] = key
                 result = getattr(cls(), cls.FUNCTION)(**kwargs)
+                if isinstance(result, dict):  # {"ui": shown on the node, "result": the outputs}
+                    shown[key] = result["ui"]
+                    result = result["result"]
             else:
                 result = getattr(core, kind)(**kwargs)
             outputs[key] = result
@@ -86,11 +91,11 @@ def by_class(prompt, kind):
     return [k for k, v in prompt.items() if v["class_type"] == kind]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "workflows").glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", all_workflows(), ids=lambda p: p.name)
 def test_workflow_runs_on_tiny_models(path, models):
     prompt = tiny(ui_to_api(json.loads(path.read_text()), INFO))
-    core = Core()
-    outputs = run(prompt, core)
+    core, shown = Core(), {}
+    outputs = run(prompt, core, shown)
     (saved, prefix), = core.saved
     assert prefix.startswith("video/causalwan") and saved["fps"] == 16.0
     sampler = prompt[by_class(prompt, "CausalWanChunkSampler")[0]]["inputs"]
@@ -103,3 +108,6 @@ def test_workflow_runs_on_tiny_models(path, models):
     assert torch.equal(outputs[decoder][0], saved["images"])
     model_key = by_class(prompt, "CausalWanModelLoader")[0]
     assert isinstance(outputs[model_key][1], str) and "offload" in outputs[model_key][1]
+    assert shown[model_key] == {"text": [outputs[model_key][1]]}  # the memory plan, on the node itself
+    (start_key,) = by_class(prompt, "CausalWanImageConditioner")
+    assert shown[start_key]["text"][0].startswith("image to video, 32x32" if image_start else "text to video")

@@ -116,9 +116,10 @@ class CausalWanChunkSampler:
                                  cache_dtype=options.cache_dtype)
         adapter.make_room(plan.kv_cache, model.device)
         with explain_oom(plan, device=model.device):  # out of memory: the planner's advice (mode, fp8 cache, size)
-            return self._run(model, start, schedule, options, num_chunks, seed, vae, unique_id)
+            return self._run(model, start, schedule, options, num_chunks, seed, vae, unique_id,
+                             [e.slot for e in prompts.entries])
 
-    def _run(self, model, start, schedule, options, num_chunks, seed, vae, unique_id):
+    def _run(self, model, start, schedule, options, num_chunks, seed, vae, unique_id, slots):
         start_frames = 0 if start.latent is None else start.latent.shape[2]
         stream = Stream(model.experts, seed=seed, options=options, latent_hw=start.latent_hw, batch=start.batch,
                         device=model.device)
@@ -129,7 +130,7 @@ class CausalWanChunkSampler:
             pieces.append(start_frames)
             parts.append(start.latent.float().cpu())
         chunks, frames = run_chunks(stream, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=start.latent,
-                                    slots=[e.slot for e in prompts.entries])
+                                    slots=slots)
         parts += [c.cpu() for c in chunks]
         pieces += [c.shape[2] for c in chunks]
         latent = torch.cat(parts, dim=2)

@@ -9,9 +9,11 @@ experts are tiny (dim 128, 2 layers) but read text of width 4096, like the real 
 Then: GET /object_info lists every CausalWan node (and the log has no IMPORT FAILED for the pack); each shipped
 workflow is converted to API form with tests/workflow_format.py against the server's own /object_info, its file
 widgets are pointed at the tiny files and its sizes/chunk counts made small, and it is queued over POST /prompt
-while the websocket /ws?clientId=... is followed: execution_success, one progress message (and one
-"causalwan.chunk" event, and one preview image) per chunk from the sampler, and the video SaveVideo wrote,
-decoded frame by frame. POST /interrupt mid-run ends a run with execution_interrupted and the next run succeeds.
+while the websocket /ws?clientId=... is followed: execution_success, one progress message and one
+"causalwan.stream" event carrying every frame of the chunk per chunk from the sampler (no preview image through
+ComfyUI's progress bar), and the video SaveVideo wrote, decoded frame by frame. POST /interrupt mid-run ends a
+run with execution_interrupted (the player's stream says "cancelled" first) and the next run succeeds. The tiny
+models, the stand-in text node and `prepare` live in tests/comfy_home.py (shared with test_browser_editor.py).
 
 The text encoder -- a stand-in, said plainly: the workflows use ComfyUI's CLIPLoader (type "wan") +
 CLIPTextEncode. ComfyUI builds that umT5 from its own comfy/text_encoders/umt5_config_xxl.json whatever the

@@ -34,7 +34,7 @@ def inputs(cls):
 def test_entry_point_exports_the_nodes_and_the_web_folder():
     assert set(MAPPINGS) == set(EXPECTED) == set(causalwan.NODE_DISPLAY_NAME_MAPPINGS)
     assert causalwan.WEB_DIRECTORY == "./web"
-    assert (Path(causalwan.__file__).parent / "web" / "causalwan_preview.js").is_file()
+    assert (Path(causalwan.__file__).parent / "web" / "causalwan.js").is_file()
     assert all(name.startswith("CausalWan ") for name in causalwan.NODE_DISPLAY_NAME_MAPPINGS.values())
 
 

@@ -114,7 +114,8 @@ def test_a14b_figures_match_the_facts_sheet():
 
 
 @pytest.mark.parametrize("free_gib,weights,cache,mode", [
-    (80, torch.bfloat16, None, "blocks"),
+    (80, torch.bfloat16, None, "swap"),
+    (48, torch.bfloat16, None, "blocks"),
     (80, torch.bfloat16, torch.float8_e4m3fn, "swap"),
     (80, torch.float8_e4m3fn, torch.float8_e4m3fn, "resident"),
     (139, torch.bfloat16, None, "resident"),
@@ -135,3 +136,16 @@ def test_planner_errors():
         plan_memory(cfg, 480, 832, mode="disk")
     with pytest.raises(ValueError, match="multiples of 16, got 480x830"):
         plan_memory(cfg, 480, 830)
+
+
+def test_a14b_pair_fits_a_16_gib_card_with_fp8_and_a_12_frame_window():
+    kw = dict(frames=12, window=12, sink=3, experts=2, weight_dtype=torch.float8_e4m3fn,
+              cache_dtype=torch.float8_e4m3fn, shared_cross=True)
+    blocks = plan_memory(A14B, 480, 832, mode="blocks", **kw)
+    assert blocks.total < 14 * GIB and blocks.host == blocks.kv_cache  # the idle expert's cache waits on the host
+    resident = plan_memory(A14B, 480, 832, mode="resident", **kw)
+    assert resident.kv_cache == 2 * blocks.kv_cache and resident.host == 0
+    free = 15.5 * GIB  # what a 16 GB card leaves free
+    chosen = choose_mode(free, A14B, 480, 832, **kw)
+    assert chosen.mode == "blocks" and chosen.fits(free)
+    assert not plan_memory(A14B, 480, 832, mode="swap", **kw).fits(free)

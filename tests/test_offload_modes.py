@@ -172,3 +172,25 @@ def test_errors_are_readable():
     same = tiny_model(1)
     with pytest.raises(ValueError, match="same module"):
         apply_offload(ExpertPair(low=same, high=same, boundary=875.0), "swap", "cpu")
+
+
+@pytest.mark.parametrize("mode", ["swap", "blocks"])
+def test_only_the_running_experts_kv_cache_is_on_the_device(mode, monkeypatch):
+    reference = run(pair(), window=7)
+    experts = pair()
+    apply_offload(experts, mode, "cpu")
+    seen, place = [], Stream._place_caches
+
+    def spy(self, active):
+        place(self, active)
+        seen.append((active, [n for n, c in self.caches.items() if not c.parked],
+                     sum(c.nbytes() for c in self.caches.values() if not c.parked), self))
+
+    monkeypatch.setattr(Stream, "_place_caches", spy)
+    assert torch.equal(run(experts, window=7), reference)  # parking changes nothing in the video
+    assert {a for a, _, _, _ in seen} == {"high", "low"} and all(live == [a] for a, live, _, _ in seen)
+    s = seen[-1][3]
+    plan = plan_memory(experts.config, 32, 48, frames=13, window=7, sink=1, experts=2, mode=mode,
+                       weight_dtype=torch.float32)
+    assert max(b for _, _, b, _ in seen) == plan.kv_cache  # one expert's cache on the device, as planned
+    assert plan.host == sum(c.nbytes() for c in s.caches.values() if c.parked) > 0  # the other one on the host

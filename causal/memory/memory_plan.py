@@ -8,10 +8,11 @@ Four parts, in bytes:
 - weights: what the mode keeps on the compute device. "resident": every expert whole; "swap": the blocks of one
   expert plus the non-block weights (embeddings, time projection, head) of all; "blocks": N blocks plus the
   non-block weights of all. fp8 weights: block Linear weights at 1 byte plus a float32 scale each.
-- kv_cache: per expert, layers x (k, v) x batch x slots x tokens/frame x dim at the cache dtype (plus a float32
+- kv_cache: on the device, every expert's cache in resident mode, one in swap/blocks; per expert, layers x (k, v) x batch x slots x tokens/frame x dim at the cache dtype (plus a float32
   scale per token and head for fp8). Slots: the window, or without one the stream's length (streams are sized
   once through StreamOptions.max_frames; an unsized cache doubles: 1, 4, 8, 16, 32 slots for 1 + 3k frames).
-- host (not on the device): the KV cache a continued stream's upstream parks in host memory for a re-queue
+- host (not on the device): in swap and blocks modes the idle expert's KV cache (only the running expert's is on
+  the device), and the KV cache a continued stream's upstream parks in host memory for a re-queue
   (causal/sampling/stream.py, `fork`), for `parked_frames` frames.
 - cross_cache: text keys/values for every layer (one per expert, or one shared).
 - activations: the live temporaries of one block forward over a chunk (residual stream in float32, projections,
@@ -127,7 +128,7 @@ class MemoryPlan:
         return (f"{self.mode} ({m}) at {self.height}x{self.width}, {win}: peak {self.total / GIB:.1f} GiB = weights "
                 f"{self.weights / GIB:.1f} + KV cache {self.kv_cache / GIB:.1f} ({cache}) + text cache "
                 f"{self.cross_cache / GIB:.2f} + activations {self.activations / GIB:.1f} GiB"
-                + (f"; host memory {self.host / GIB:.1f} GiB (parked KV cache)" if self.host else ""))
+                + (f"; host memory {self.host / GIB:.1f} GiB (parked KV caches)" if self.host else ""))
 
 
 def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, compute: torch.dtype,
@@ -185,8 +186,10 @@ def plan_memory(cfg: WanConfig, height: int, width: int, *, chunk_frames: int = 
             kv += cfg.num_layers * cfg.num_heads * batch * sink * tpf * cfg.head_dim * compute.itemsize
         return kv
 
-    kv = experts * cache_bytes(slots)
-    host = experts * cache_bytes(cache_slots(parked_frames, chunk_frames, window)) if parked_frames else 0
+    on_device = 1 if mode in ("swap", "blocks") else experts  # swap/blocks park the idle expert's cache on the host
+    kv = on_device * cache_bytes(slots)
+    host = (experts - on_device) * cache_bytes(slots)
+    host += experts * cache_bytes(cache_slots(parked_frames, chunk_frames, window)) if parked_frames else 0
     text_tokens = cfg.text_len + (CLIP_TOKENS if cfg.image_branch else 0)
     cross = (1 if shared_cross else experts) * 2 * cfg.num_layers * batch * text_tokens * cfg.dim * compute.itemsize
     visible = min(slots, frames)
@@ -231,7 +234,7 @@ def alternative(plan: MemoryPlan, free_bytes: int) -> MemoryPlan | None:
         for cache in caches:
             for m in modes:
                 candidate = replace_plan(plan, mode=m, cache_dtype=cache, height=h, width=w)
-                if candidate.fits(free_bytes):
+                if candidate != plan and candidate.fits(free_bytes):  # never the request that just failed
                     return candidate
     return None
 

@@ -14,6 +14,8 @@ Modes
 - "blocks": only `blocks` transformer blocks (of any expert) on the compute device at once; while block i runs,
   blocks i+1 .. i+N-1 are being copied in, and block i is dropped when it is done.
 - "auto": the planner (causal/memory/memory_plan.py) picks the least offloading mode that fits the free memory.
+In "swap" and "blocks" a stream also keeps only the running expert's KV cache on the compute device: the idle
+expert's cache waits in host memory (ExpertPair.park_idle_caches, honoured by causal/sampling/stream.py).
 In "swap" and "blocks" the non-block weights (patch/text/time embeddings, time projection, head: ~1.6% of an
 A14B expert) of every expert stay resident. Masters live in pinned CPU memory when CUDA is present.
 
@@ -45,6 +47,7 @@ class Offload:
 
     mode = "?"
     copy_same_device = True
+    park_idle_caches = True  # streams keep only the running expert's KV cache on the device (swap, blocks)
 
     def __init__(self, experts: ExpertPair, device, pin: bool | None = None):
         models = experts.modules()
@@ -71,6 +74,7 @@ class Offload:
                 h2 = blk.register_forward_hook(partial(self._post_hook, name, i))
                 self._undo += [h1.remove, h2.remove, self._wrap_kv(name, i, blk.cross_attn)]
         experts.placement = self.place
+        experts.park_idle_caches = self.park_idle_caches
         experts._offload = self
         self._start()
 
@@ -164,6 +168,7 @@ class Offload:
         for slot in list(self.base.values()) + [s for ss in self.slots.values() for s in ss]:
             slot.restore(torch.device(device))
         self.experts.placement = None
+        self.experts.park_idle_caches = False
         self.experts._offload = None
 
     def describe(self) -> str:
@@ -174,6 +179,7 @@ class Offload:
 class Resident(Offload):
     mode = "resident"
     copy_same_device = False
+    park_idle_caches = False
 
     def _storage(self) -> torch.device:
         return self.device  # the masters are the weights: no second copy anywhere

@@ -97,6 +97,7 @@ class KVCache:
         self.sink_raw: list[torch.Tensor] = []  # window policy: unrotated keys of the sink frames, per layer
         self.sink_offset: list[int] = [0] * num_layers  # window policy: offset the stored sink keys are rotated at
         self.grid = None  # (batch, heads, head_dim, h, w, device)
+        self.parked = False  # a copy waiting in host memory (causal/sampling/stream.py)
 
     # ----------------------------------------------------------------- bookkeeping
     @property
@@ -108,14 +109,16 @@ class KVCache:
         parts = self.k + self.v + self.k_scale + self.v_scale + self.sink_raw
         return sum(t.numel() * t.element_size() for t in parts)
 
-    def copy_to(self, device) -> "KVCache":
-        """A copy of this cache (buffers and bookkeeping) with its buffers on `device` (e.g. parked in host memory
-        and back). The copy keeps the compute device it was planned for."""
+    def copy_to(self, device, parked: bool = False, share: bool = False) -> "KVCache":
+        """A copy of this cache (buffers and bookkeeping) with its buffers on `device`; `parked`: the copy waits in
+        host memory and is not written until it is copied back; `share`: the copy uses these very buffers (safe for
+        a parked cache, which is never written in place). The copy keeps the compute device it was planned for."""
         other = KVCache(self.num_layers, self.window, self.sink, self.policy, self.dtype, self.rope_limit,
                         self.capacity)
         for name in ("k", "v", "k_scale", "v_scale", "sink_raw"):
-            setattr(other, name, [t.to(device, copy=True) for t in getattr(self, name)])
+            setattr(other, name, [t if share else t.to(device, copy=True) for t in getattr(self, name)])
         other.slot_frame, other.sink_offset, other.grid = list(self.slot_frame), list(self.sink_offset), self.grid
+        other.parked = parked
         return other
 
     def clear(self) -> None:

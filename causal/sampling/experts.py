@@ -34,6 +34,7 @@ class ExpertPair:
         self.high, self.low, self.boundary, self.shift = high, low, boundary, shift
         self.share_cross_cache = share_cross_cache and high is not None
         self.placement: Callable[[str], None] | None = None
+        self.park_idle_caches = False  # set by swap/blocks offload: only the running expert's KV cache on the device
         self.defaults = defaults
 
     @property

@@ -13,7 +13,8 @@ the same path.
 
 Continuing never holds the KV caches twice on the compute device: `fork` hands this stream's cache buffers to
 the new stream and keeps a copy in host memory ("parked"), copied back only if this stream is forked or run
-again.
+again. Under swap/blocks offload (ExpertPair.park_idle_caches) only the running expert's cache is on the device;
+the idle expert's waits in host memory and is copied back when that expert runs next.
 
 Training (Self-Forcing) uses this same loop: `next_chunk(exit_step=k)` runs steps 0..k-1 without grad, step k
 with grad (when grad is enabled by the caller) and returns its x0 estimate; the context re-run stays without grad
@@ -79,7 +80,6 @@ class Stream:
         n_layers = experts.config.num_layers
         self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,
                                   capacity=o.max_frames) for n in experts.names}
-        self.parked = False  # the caches wait in host memory (this stream was forked)
         self.cross: dict[str, list] = {}
         self.prompt: torch.Tensor | None = None
         self.clip_fea: torch.Tensor | None = None
@@ -138,8 +138,7 @@ class Stream:
         self.expert_calls.append((name, t))
         if len(self.expert_calls) > 1024:  # bounded, so endless streams keep constant memory
             del self.expert_calls[:512]
-        if self.parked:  # run again after a fork: its own copy back on the compute device
-            self.caches, self.parked = self._cache_copies(self.device), False
+        self._place_caches(name)
         tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.float32)
         grad = grad and torch.is_grad_enabled()
         if grad:
@@ -260,11 +259,12 @@ class Stream:
         re-queue: that fork gets the copy) or run itself. So the caches are on the device once per running
         stream, never twice for one continue."""
         other = copy.copy(self)
-        if self.parked:
-            other.caches = self._cache_copies(self.device)
-        else:
-            other.caches, self.caches, self.parked = self.caches, self._cache_copies(HOST), True
-        other.parked = False
+        other.caches = {}
+        for n, c in self.caches.items():
+            if c.parked:  # host copies are never written in place: both streams can read the same buffers
+                other.caches[n] = c.copy_to(HOST, parked=True, share=True)
+            else:  # the device buffers go to the new stream; this one keeps a copy in host memory
+                other.caches[n], self.caches[n] = c, c.copy_to(HOST, parked=True)
         other.history = list(self.history)
         other.cross = dict(self.cross)
         other.expert_calls = list(self.expert_calls)
@@ -272,8 +272,20 @@ class Stream:
         other.generators = [torch.Generator().set_state(g.get_state()) for g in self.generators]
         return other
 
-    def _cache_copies(self, device) -> dict[str, KVCache]:
-        return {n: c.copy_to(device) for n, c in self.caches.items()}
+    @property
+    def parked(self) -> bool:
+        """Every cache waits in host memory (this stream was forked and has not run since)."""
+        return all(c.parked for c in self.caches.values())
+
+    def _place_caches(self, active: str) -> None:
+        """Before expert `active` runs: its cache on the compute device; under swap/blocks offload the other
+        experts' caches go to host memory first (so two never share the device), else they come back too."""
+        idle = self.experts.park_idle_caches
+        for n in sorted(self.caches, key=lambda n: n == active):  # the parking first, then the copy in
+            c = self.caches[n]
+            park = idle and n != active
+            if c.parked != park:
+                self.caches[n] = c.copy_to(HOST if park else self.device, parked=park)
 
     def cache_bytes(self) -> int:
         return sum(c.nbytes() for c in self.caches.values())

@@ -268,5 +268,12 @@ def run(a, c: CheckedArgs, report: dict) -> dict:
     return summary
 
 
+def command(argv=None) -> int:
+    """The installed `causalwan-run` (and `python -m causalwan.cli`): exit code 0 once the video is written; the
+    errors exit with their own codes (2: bad input, 1: a run that could not finish, 130/143: a signal)."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(command())

@@ -138,6 +138,15 @@ def test_help_lists_every_option_with_its_default():
     assert "causalwan-run" in text
 
 
+def test_the_installed_command_exits_0_after_a_video(tmp_path, capsys):
+    from pathlib import Path
+
+    pyproject = (Path(cli.__file__).parent / "pyproject.toml").read_text()
+    assert 'causalwan-run = "causalwan.cli:command"' in pyproject  # console scripts exit with what it returns
+    assert cli.command([*SMALL, "--chunks", "1", "--out", str(tmp_path / "v.mp4")]) == 0
+    assert (tmp_path / "v.mp4").read_bytes()[4:8] == b"ftyp" and "(1 of 1)" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------------------- later errors
 def _no_bigger_files(limit):
     def limit_file_size():

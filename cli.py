@@ -71,11 +71,26 @@ def real_models(c: CheckedArgs, dtype, offload: str):
     from .vae.weights import load_vae
 
     f, device = c.files, c.device
-    vae = load_vae(f.vae, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
-    experts = load_experts(high=f.high, low=None if f.folder else f.low, folder=f.folder, dtype=dtype,
-                           device=device if offload == "resident" else "cpu", boundary=c.boundary, shift=c.shift)
-    encoder = load_text_encoder(f.text_encoder, device=device)
+    with loading("the VAE", f.vae):
+        vae = load_vae(f.vae, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+    with loading("the experts" if f.high or f.folder else "the model", f.folder or f.low, f.high):
+        experts = load_experts(high=f.high, low=None if f.folder else f.low, folder=f.folder, dtype=dtype,
+                               device=device if offload == "resident" else "cpu", boundary=c.boundary,
+                               shift=c.shift)
+    with loading("the text encoder", f.text_encoder):
+        encoder = load_text_encoder(f.text_encoder, device=device)
     return experts, vae, encoder
+
+
+@contextmanager
+def loading(what: str, *paths):
+    """'loading <what> (<size> GiB) ...' before, '... in <s>s' after (the experts also report every 10%)."""
+    size = sum(p.stat().st_size if p.is_file() else sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
+               for p in paths if p is not None)
+    print(f"loading {what} ({size / GIB:.2f} GiB on disk) ...", flush=True)
+    t = time.perf_counter()
+    yield
+    print(f"loaded {what} in {time.perf_counter() - t:.1f}s", flush=True)
 
 
 def apply_loras(experts, loras: list) -> str:

@@ -50,6 +50,10 @@ def test_plan_before_loading_progress_while_loading_prompt_per_chunk(files, tmp_
     assert loading and plan < loading[0]  # the plan comes before the first tensor is read
     assert "at 32x32, 4 frames: peak" in lines[plan]
     assert lines[loading[-1]].startswith(f"loading '{files['--model']}': 100% of ")
+    for what in ("the VAE", "the model", "the text encoder"):  # every file: its size before, its time after
+        before = next(i for i, line in enumerate(lines) if line.startswith(f"loading {what} ("))
+        after = next(i for i, line in enumerate(lines) if line.startswith(f"loaded {what} in "))
+        assert plan < before < after and "GiB on disk) ..." in lines[before]
     percents = [int(lines[i].split(": ")[1].split("%")[0]) for i in loading]
     assert percents == sorted(percents) and len(set(percents)) == len(percents)
     chunk_lines = [line for line in lines if line.startswith("chunk ")]

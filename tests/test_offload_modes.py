@@ -194,3 +194,27 @@ def test_only_the_running_experts_kv_cache_is_on_the_device(mode, monkeypatch):
                        weight_dtype=torch.float32)
     assert max(b for _, _, b, _ in seen) == plan.kv_cache  # one expert's cache on the device, as planned
     assert plan.host == sum(c.nbytes() for c in s.caches.values() if c.parked) > 0  # the other one on the host
+
+
+@pytest.mark.parametrize("mode,fp8", [("swap", False), ("blocks", True)])
+def test_pinned_masters_fill_one_arena_per_expert_of_the_weights_size(mode, fp8, monkeypatch):
+    from causalwan.causal.memory import host_arena
+
+    pinned = {}  # what a CUDA machine would page-lock: address -> bytes
+    monkeypatch.setattr(host_arena, "_register", lambda ptr, n: pinned.__setitem__(ptr, n))
+    monkeypatch.setattr(host_arena, "_unregister", lambda ptr: pinned.pop(ptr))
+    reference = run(pair(fp8))
+    experts = pair(fp8)
+    weights = {n: sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
+               for n, m in experts.modules().items()}
+    count = {n: len([*m.parameters(), *m.buffers()]) for n, m in experts.modules().items()}
+    policy = apply_offload(experts, mode, "cpu", pin=True)
+    for name, arena in policy.arenas.items():
+        masters = [t for s in [policy.base[name], *policy.slots[name]] for t in s.masters]
+        assert {t.untyped_storage().data_ptr() for t in masters} == {arena.buffer.data_ptr()}  # views, one block
+        assert weights[name] <= arena.nbytes == arena.used <= weights[name] + host_arena.ALIGN * count[name]
+        assert pinned[arena.buffer.data_ptr()] == arena.nbytes
+    assert len(pinned) == 2
+    assert torch.equal(run(experts), reference)  # the masters are the weights
+    policy.remove()
+    assert pinned == {}  # unpinned on release

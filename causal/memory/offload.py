@@ -17,7 +17,8 @@ Modes
 In "swap" and "blocks" a stream also keeps only the running expert's KV cache on the compute device: the idle
 expert's cache waits in host memory (ExpertPair.park_idle_caches, honoured by causal/sampling/stream.py).
 In "swap" and "blocks" the non-block weights (patch/text/time embeddings, time projection, head: ~1.6% of an
-A14B expert) of every expert stay resident. Masters live in pinned CPU memory when CUDA is present.
+A14B expert) of every expert stay resident. Masters live in host memory; when CUDA is present in one pinned
+arena per expert (causal/memory/host_arena.py: exactly the weights' bytes, unpinned on `remove`).
 
 Hooks, not edits: forward pre/post hooks on every `model.blocks[i]`, a wrapper on each block's
 `cross_attn.kv` (the text cache is computed outside the block's forward), and `ExpertPair.placement`.
@@ -34,8 +35,9 @@ import torch
 from ..sampling.experts import ExpertPair
 from ..model.fp8 import is_fp8
 from .memory_plan import MemoryPlan, choose_mode
+from .host_arena import HostArena
 from .residency import ResidencyLog
-from .weight_slot import Copier, WeightSlot
+from .weight_slot import Copier, WeightSlot, arena_size
 
 MODES = ("resident", "swap", "blocks", "auto")
 DEFAULT_BLOCKS = 4  # blocks on the compute device in "blocks" mode unless told otherwise (the loader's count)
@@ -57,13 +59,18 @@ class Offload:
             raise RuntimeError("this expert pair already has an offload policy; call .remove() on it first")
         self.experts, self.device = experts, concrete_device(device)
         storage = self._storage()
-        pin = self.device.type == "cuda" and storage.type == "cpu" if pin is None else pin
+        pin = (self.device.type == "cuda" if pin is None else pin) and storage.type == "cpu"
         self.copier = Copier(self.device)
         self.log = ResidencyLog()
         self.plan: MemoryPlan | None = None
         self.current: str | None = None
-        self.base = {n: WeightSlot(m, storage, pin, skip="blocks") for n, m in models.items()}
-        self.slots = {n: [WeightSlot(b, storage, pin) for b in m.blocks] for n, m in models.items()}
+        self.arenas = {n: HostArena(arena_size(m)) for n, m in models.items()} if pin else {}
+        self.base, self.slots = {}, {}
+        for n, m in models.items():  # each expert's masters fill its arena slot by slot, then it is pinned
+            self.base[n] = WeightSlot(m, storage, self.arenas.get(n), skip="blocks")
+            self.slots[n] = [WeightSlot(b, storage, self.arenas.get(n)) for b in m.blocks]
+            if n in self.arenas:
+                self.arenas[n].pin()
         self._keys = {n: [(n, i) for i in range(len(ss))] for n, ss in self.slots.items()}  # shared by snapshots
         self._on: set = set()  # (expert, block) keys of the loaded blocks
         self._on_bytes = 0  # bytes of every loaded slot, non-block parts included
@@ -167,6 +174,9 @@ class Offload:
         self._undo = []
         for slot in list(self.base.values()) + [s for ss in self.slots.values() for s in ss]:
             slot.restore(torch.device(device))
+        for arena in self.arenas.values():  # pinned memory back to the system (the views stay plain host memory)
+            arena.release()
+        self.arenas = {}
         self.experts.placement = None
         self.experts.park_idle_caches = False
         self.experts._offload = None

@@ -1,7 +1,7 @@
 """The weights of one part of a model (a transformer block, or everything outside the blocks) that move together.
 
-A slot keeps a master copy of every parameter and buffer on the storage device (pinned CPU memory when CUDA is
-there) and points the module at either the masters ("home") or at copies on the compute device ("loaded").
+A slot keeps a master copy of every parameter and buffer on the storage device (on CUDA machines views into the
+expert's pinned host arena, causal/memory/host_arena.py) and points the module at either the masters ("home") or at copies on the compute device ("loaded").
 Weights are read-only at inference, so an eviction only points the module back at its masters; nothing is copied
 back. On CUDA a load allocates on the compute stream, copies on a side stream (so it overlaps the blocks that are
 running) and records an event that the compute stream waits for before the weights are used (`wait`). On CPU, or
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .host_arena import HostArena, arena_bytes
 
 
 class Copier:
@@ -48,17 +50,23 @@ def _tensors(module: nn.Module, skip: str | None) -> list[tuple[nn.Module, str, 
     return out
 
 
+def arena_size(module: nn.Module) -> int:
+    """Bytes of a host arena that takes the masters of every WeightSlot over `module`."""
+    return sum(arena_bytes(WeightSlot._get(owner, name)) for owner, name, _ in _tensors(module, None))
+
+
 class WeightSlot:
     """One movable set of weights: `module`'s parameters and buffers, except those under the child `skip`."""
 
-    def __init__(self, module: nn.Module, storage: torch.device, pin: bool = False, skip: str | None = None):
+    def __init__(self, module: nn.Module, storage: torch.device, arena: HostArena | None = None,
+                 skip: str | None = None):
+        """arena: where the masters go when `storage` is the CPU (one pinned arena per expert on CUDA machines);
+        None keeps them where they are (moved to `storage` if need be)."""
         self.entries = _tensors(module, skip)
         self.masters = []
         for owner, name, _ in self.entries:
-            t = self._get(owner, name).detach().to(storage)
-            if pin and t.device.type == "cpu" and not t.is_pinned():
-                t = t.pin_memory()
-            self.masters.append(t)
+            t = self._get(owner, name).detach()
+            self.masters.append(arena.take(t) if arena is not None and storage.type == "cpu" else t.to(storage))
         self.nbytes = sum(m.numel() * m.element_size() for m in self.masters)
         self.loaded = False
         self._event = None

@@ -218,3 +218,21 @@ def test_pinned_masters_fill_one_arena_per_expert_of_the_weights_size(mode, fp8,
     assert torch.equal(run(experts), reference)  # the masters are the weights
     policy.remove()
     assert pinned == {}  # unpinned on release
+
+
+def test_an_arena_dropped_without_release_is_unpinned(monkeypatch):
+    import gc
+
+    from causalwan.causal.memory import host_arena
+
+    pinned = {}
+    monkeypatch.setattr(host_arena, "_register", lambda ptr, n: pinned.__setitem__(ptr, n))
+    monkeypatch.setattr(host_arena, "_unregister", lambda ptr: pinned.pop(ptr))
+    arena = host_arena.HostArena(host_arena.arena_bytes(torch.ones(10)))
+    view = arena.take(torch.arange(10.0))
+    arena.pin()
+    assert arena.pinned and len(pinned) == 1
+    del arena  # e.g. a load that failed after pinning: nobody calls release()
+    gc.collect()
+    assert pinned == {}
+    assert torch.equal(view, torch.arange(10.0))  # the view stays valid as ordinary host memory

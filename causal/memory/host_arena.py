@@ -13,6 +13,8 @@ itself goes back to the system when the last view of it is dropped.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 ALIGN = 64
@@ -40,7 +42,8 @@ class HostArena:
 
     def __init__(self, nbytes: int):
         self.buffer = torch.empty(nbytes, dtype=torch.uint8)
-        self.nbytes, self.used, self.pinned = nbytes, 0, False
+        self.nbytes, self.used = nbytes, 0
+        self._unpin = None  # set while pinned: unregisters the buffer on release() or when the arena is dropped
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         """A view into the arena holding a copy of `t` (same dtype, shape and values, contiguous)."""
@@ -53,13 +56,17 @@ class HostArena:
         self.used += n
         return view
 
+    @property
+    def pinned(self) -> bool:
+        return self._unpin is not None and self._unpin.alive
+
     def pin(self) -> None:
         if not self.pinned and self.nbytes:
             _register(self.buffer.data_ptr(), self.nbytes)
-            self.pinned = True
+            # an arena dropped without release() (a failed load, an exit) still unpins its memory
+            self._unpin = weakref.finalize(self, _unregister, self.buffer.data_ptr())
 
     def release(self) -> None:
         """Unpin (the views stay valid as ordinary host memory until they are dropped)."""
         if self.pinned:
-            _unregister(self.buffer.data_ptr())
-            self.pinned = False
+            self._unpin()

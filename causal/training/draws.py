@@ -11,7 +11,7 @@ import hashlib
 
 import torch
 
-from ..sampling.schedule import warp
+from ..sampling.schedule import GRID, warp
 
 
 def key(*parts) -> int:
@@ -39,12 +39,13 @@ def unwarp(t: float, shift: float) -> float:
 
 
 def timestep(u: float, shift: float, min_t: float, max_t: float, boundary: float | None = None) -> float:
-    """A uniform u in [0, 1) -> DMD / critic timestep: uniform in [min_t, max_t], shifted, clamped to that range
-    (facts sheet 7). With `boundary` (a rollout that ended in the high-noise expert) the draw is restricted to
-    the high-noise region: the nominal range starts where the shifted value reaches the boundary."""
+    """A uniform u in [0, 1) -> DMD / critic timestep, as Self-Forcing and FastVideo draw it (facts sheet 7): a
+    nominal timestep uniform over [0, 1000), shifted, then clamped to [min_t, max_t] (so t reaches down to min_t,
+    and about 9% of the draws sit at max_t with shift 5). With `boundary` (a rollout made by the high-noise expert
+    alone) the nominal range starts where the shifted value reaches the boundary, so t stays in [boundary, max_t]."""
     lo = min_t if boundary is None else max(min_t, boundary)
-    a = min_t if boundary is None else unwarp(lo, shift)
-    t = warp(a + u * (max_t - a), shift)
+    a = 0.0 if boundary is None else unwarp(lo, shift)
+    t = warp(a + u * (GRID - a), shift)
     return float(min(max(t, lo), max_t))
 
 

@@ -30,7 +30,7 @@ grad when the generator updates this step, i.e. s % gen_update_every == 0), then
 - generator (every gen_update_every-th step): DMD loss, real score = frozen teacher with guidance, fake score =
   critic, gradient (fake - real) / mean|x0 - real|; AdamW betas (0, 0.999), grad clipping, EMA;
 - critic (every step): flow-matching loss on the generated video.
-Timesteps are drawn uniform, shifted and clamped to [min_t, max_t]; for a pair, a rollout whose exit step is a
+Timesteps: a nominal t uniform over [0, 1000), shifted, clamped to [min_t, max_t] (draws.timestep); for a pair, a rollout whose exit step is a
 high-noise step was made by the high expert alone and draws t from the high-noise region [boundary, max_t]; a
 rollout that went through both experts draws from the full range. All draws are keyed by (seed, step, sample),
 see draws.py, so resuming and multi-process runs repeat a single-process run.

@@ -51,7 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 10.0
     ema_decay: float = 0.99
-    ema_start: int = 200  # generator update from which the EMA is kept (before: copied)
+    ema_start: int = 200  # iteration (step, critic-only ones counted) from which the EMA averages (before: copies)
     # ---- causal initialisation (optional stage before DMD)
     init_steps: int = 0
     init_lr: float = 2e-6

@@ -27,9 +27,9 @@ def uniform(*parts) -> float:
     return float(torch.rand((), generator=generator(*parts), dtype=torch.float64))
 
 
-def exit_step(seed: int, step: int, n_steps: int) -> int:
-    """The denoising step at which this iteration's rollout exits (same for every sample, chunk and process)."""
-    return int(torch.randint(n_steps, (), generator=generator(seed, step, "exit")))
+def exit_step(n_steps: int, *parts) -> int:
+    """The denoising step at which the rollout keyed by `parts` exits (same for every sample, chunk and process)."""
+    return int(torch.randint(n_steps, (), generator=generator(*parts, "exit")))
 
 
 def unwarp(t: float, shift: float) -> float:

@@ -38,6 +38,7 @@ see draws.py, so resuming and multi-process runs repeat a single-process run.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -78,6 +79,17 @@ def trainable_copy(pair: ExpertPair) -> ExpertPair:
 
 def params(pair: ExpertPair) -> list[nn.Parameter]:
     return [p for m in pair.modules().values() for p in m.parameters()]
+
+
+@dataclass
+class Generated:
+    """A rollout's generated frames [B, C, F, h, w] (start frame left out) and what it was conditioned on."""
+    video: torch.Tensor
+    seeds: list[int]
+    ctx: torch.Tensor
+    neg: torch.Tensor
+    boundary: float | None  # the pair's boundary when only the high expert made it (its t region), else None
+    info: dict
 
 
 def make_accelerator():
@@ -173,40 +185,52 @@ class DMDTrainer:
         opt.zero_grad(set_to_none=True)
         return float(norm), experts
 
-    def step_once(self) -> dict:
-        """One iteration: a rollout, a critic update, and a generator update every gen_update_every steps."""
-        c, s = self.config, self.step
-        seeds, ctx, neg, start = self.conditioning(s)
-        exit_step = draws.exit_step(c.seed, s, self.n_steps)
-        gen_turn = s % c.gen_update_every == 0
+    def generate(self, *key, grad: bool) -> Generated:
+        """A rollout of this process's samples for the draw `key` (exit step, seeds, prompts, start images)."""
+        c = self.config
+        seeds, ctx, neg, start = self.conditioning(*key)
+        exit_step = draws.exit_step(self.n_steps, c.seed, *key)
         with self.autocast():
             ro = rollout(self.generator, ctx, seeds, c.latent_frames, (c.latent_height, c.latent_width), exit_step,
                          chunk_frames=c.chunk_frames, steps=c.denoise_steps, shift=c.shift, start_latent=start,
-                         grad=gen_turn, text_cache=not c.fsdp,
+                         grad=grad, text_cache=not c.fsdp,
                          cache_dtype=torch.bfloat16 if c.mixed_precision == "bf16" else None)
+        n_start = 0 if start is None else start.shape[2]
         boundary = self.generator.boundary if ro.expert == "high" else None  # high-only rollout: high region
-        info = {"step": s, "exit_step": exit_step, "expert": ro.expert, "high_only": ro.expert == "high",
+        info = {"exit_step": exit_step, "expert": ro.expert, "high_only": ro.expert == "high",
                 "t_range": (c.min_t if boundary is None else max(c.min_t, boundary), c.max_t),
                 "grad_calls": ro.grad_calls}
-        video = ro.video
-        if gen_turn:
-            t = draws.timestep(draws.uniform(c.seed, s, "t_gen"), c.timestep_shift, c.min_t, c.max_t, boundary)
-            x_t = noised(video.detach(), draws.noise_like(video.shape, seeds, "dmd").to(video.device), t)
+        return Generated(ro.video[:, :, n_start:], seeds, ctx, neg, boundary, info)
+
+    def step_once(self) -> dict:
+        """One iteration: on generator turns (every gen_update_every-th step) a rollout with grad at its exit step
+        and a generator update; then, always, a fresh rollout without grad (after the generator's update) and a
+        critic update on it. Only generated frames are scored: an image-to-video start frame is conditioning."""
+        c, s = self.config, self.step
+        info = {"step": s}
+        if s % c.gen_update_every == 0:
+            g = self.generate(s, grad=True)
+            info.update(g.info)
+            video = g.video
+            t = draws.timestep(draws.uniform(c.seed, s, "t_gen"), c.timestep_shift, c.min_t, c.max_t, g.boundary)
+            x_t = noised(video.detach(), draws.noise_like(video.shape, g.seeds, "dmd").to(video.device), t)
             with self.autocast():
-                real = real_x0(self.teacher, x_t, t, ctx, neg, c.guidance)
+                real = real_x0(self.teacher, x_t, t, g.ctx, g.neg, c.guidance)
                 with torch.no_grad():
-                    fake = x0_of(x_t, velocity(self.critic, x_t, t, ctx), t)
+                    fake = x0_of(x_t, velocity(self.critic, x_t, t, g.ctx), t)
             loss = dmd_loss(video, real, fake)
             info["gen_grad_norm"], info["gen_grad_experts"] = self.update(loss, self.gen_opt, self.generator)
             self.gen_updates += 1
-            self.ema.update(self.generator.modules(), copy=self.gen_updates <= c.ema_start)
+            self.ema.update(self.generator.modules(), copy=s < c.ema_start)  # iterations, as Self-Forcing counts
             info.update(dmd_loss=float(loss.detach()), t_gen=t, teacher_expert=expert_for(self.teacher, t))
-        x0 = video.detach()
-        del video, ro
-        t_c = draws.timestep(draws.uniform(c.seed, s, "t_critic"), c.timestep_shift, c.min_t, c.max_t, boundary)
-        noise = draws.noise_like(x0.shape, seeds, "critic").to(x0.device)
+            del video, g, x_t, real, fake, loss
+        r = self.generate(s, "critic", grad=False)
+        info.update({"critic_" + k: v for k, v in r.info.items() if k != "grad_calls"})
+        x0 = r.video.detach()
+        t_c = draws.timestep(draws.uniform(c.seed, s, "t_critic"), c.timestep_shift, c.min_t, c.max_t, r.boundary)
+        noise = draws.noise_like(x0.shape, r.seeds, "critic").to(x0.device)
         with self.autocast():
-            closs = flow_matching_loss(velocity(self.critic, noised(x0, noise, t_c), t_c, ctx), x0, noise)
+            closs = flow_matching_loss(velocity(self.critic, noised(x0, noise, t_c), t_c, r.ctx), x0, noise)
         info["critic_grad_norm"], _ = self.update(closs, self.critic_opt, self.critic)
         info.update(critic_loss=float(closs.detach()), t_critic=t_c, critic_expert=expert_for(self.critic, t_c))
         self.step += 1
@@ -241,7 +265,7 @@ class DMDTrainer:
     def generator_weights(self) -> dict[str, dict]:
         """Per expert, the whole weights to ship: the EMA once it has started, else the current weights.
         Sharded models are gathered, so every process must call this."""
-        use_ema = self.gen_updates > self.config.ema_start
+        use_ema = self.step > self.config.ema_start
         out = {}
         for n, m in self.generator.modules().items():
             sd = {k: v.detach() for k, v in sharding.full_state(m).items()}

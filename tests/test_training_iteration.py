@@ -72,3 +72,14 @@ def test_critic_trains_on_a_fresh_rollout_made_after_the_generator_update(monkey
     made.clear()
     tr.step_once()  # step 1: the critic alone, on one rollout without grad
     assert [g for g, _, _ in made] == [False]
+
+
+def test_start_images_are_drawn_apart_from_the_prompts():
+    starts = [torch.full((1, 16, 1, 4, 4), float(i)) for i in range(3)]
+    tr = make(starts, batch_size=1)  # 2 prompts, 3 start images
+    pairs = set()
+    for s in range(40):
+        _, ctx, _, start = tr.conditioning(s)
+        prompt = next(i for i, c in enumerate(tr.prompts.contexts) if torch.equal(ctx[0, :5], c))
+        pairs.add((prompt, int(start[0, 0, 0, 0, 0])))
+    assert pairs == {(p, i) for p in range(2) for i in range(3)}  # every image with every prompt

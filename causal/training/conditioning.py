@@ -29,7 +29,7 @@ def read_prompts(path) -> list[str]:
 
 class PromptSet:
     """Encoded prompts [tokens, text_dim] each, the negative prompt, and start latents [1, C, 1, h, w] (image-to-
-    video; sample i uses start latent i % len(starts))."""
+    video). Prompts and start images are drawn independently, so every pairing occurs."""
 
     def __init__(self, contexts: list[torch.Tensor], negative: torch.Tensor, starts: list[torch.Tensor] | None = None):
         if not contexts:
@@ -50,11 +50,13 @@ class PromptSet:
             raise ValueError(f"a prompt has {x.shape[0]} tokens; the model takes at most {n}")
         return F.pad(x.float(), (0, 0, 0, n - x.shape[0]))
 
-    def batch(self, indices: list[int], text_len: int, device=None):
-        """(contexts [B, text_len, D], negative [B, text_len, D], start latents [B, C, 1, h, w] or None)."""
+    def batch(self, indices: list[int], text_len: int, device=None, start_indices: list[int] | None = None):
+        """(contexts [B, text_len, D], negative [B, text_len, D], start latents [B, C, 1, h, w] or None): prompt
+        indices[b] and start image start_indices[b] (each taken modulo its count; default: the prompt indices)."""
         ctx = torch.stack([self._pad(self.contexts[i % len(self)], text_len) for i in indices]).to(device)
         neg = self._pad(self.negative, text_len).expand(len(indices), -1, -1).to(device)
         start = None
         if self.starts:
-            start = torch.cat([self.starts[i % len(self.starts)] for i in indices]).to(device, torch.float32)
+            picks = indices if start_indices is None else start_indices
+            start = torch.cat([self.starts[i % len(self.starts)] for i in picks]).to(device, torch.float32)
         return ctx, neg, start

@@ -163,8 +163,9 @@ class DMDTrainer:
         """(seeds, contexts, negatives, start latents) of this process's samples for the draw `key`."""
         rows = self.rows()
         seeds = [draws.key(self.config.seed, *key, "sample", i) for i in rows]
-        picks = [draws.key(self.config.seed, *key, "prompt", i) % len(self.prompts) for i in rows]
-        return (seeds, *self.prompts.batch(picks, self.generator.config.text_len, self.generator.low.device))
+        picks = [draws.key(self.config.seed, *key, "prompt", i) for i in rows]
+        starts = [draws.key(self.config.seed, *key, "start", i) for i in rows]  # its own draw: any image, any prompt
+        return (seeds, *self.prompts.batch(picks, self.generator.config.text_len, self.generator.low.device, starts))
 
     def update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, pair: ExpertPair) -> tuple[float, list[str]]:
         """Backward, gradients averaged over processes, clipping, optimizer step; returns the gradient norm and

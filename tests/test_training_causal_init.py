@@ -1,5 +1,6 @@
 """Causal initialisation: the teacher's ODE passes through the student's step timesteps, and regressing the
 causal student onto the ODE end points lowers its error."""
+import pytest
 import torch
 
 from causalwan.causal.sampling.experts import ExpertPair
@@ -40,3 +41,23 @@ def test_regression_onto_teacher_trajectories_lowers_the_loss():
     assert any((a - b).abs().max() > 0 for a, b in zip(before, student.low.parameters()))
     ema = tr.ema.weights("low")  # the EMA starts from the initialised student
     assert all(torch.equal(ema[k], v.float()) for k, v in student.low.state_dict().items() if k in ema)
+
+
+def test_each_chunk_draws_its_own_step_and_is_scored_by_the_expert_of_that_step():
+    student = ExpertPair(low=tiny_model(1), high=tiny_model(2), boundary=875.0)
+    teacher = ExpertPair(low=tiny_model(3), high=tiny_model(4), boundary=875.0)
+    cfg = TrainConfig(latent_frames=7, latent_height=4, latent_width=4, teacher_steps=3, guidance=0.0, seed=1)
+    tr = DMDTrainer(cfg, student, teacher, PromptSet([torch.randn(4, 32)], torch.zeros(2, 32)))
+    calls, seen = [], []
+    for name, m in student.modules().items():
+        m.register_forward_hook(lambda mod, args, out, name=name: calls.append((name, args[1][0].tolist())))
+    tr.causal_init(8, callback=lambda info: (seen.append((info, list(calls))), calls.clear()))
+    owner = {s.t: s.expert for s in tr.plan}
+    for info, ran in seen:
+        assert len(info["t"]) == 3 and all(t in owner for t in info["t"])  # chunks of 1, 3, 3 frames
+        assert info["experts"] == [owner[t] for t in info["t"]]
+        frame_t = [info["t"][0]] + [info["t"][1]] * 3 + [info["t"][2]] * 3
+        assert [name for name, _ in ran] == list(dict.fromkeys(info["experts"]))  # each owning expert runs once
+        assert all(t == pytest.approx(frame_t) for _, t in ran)  # per-frame t: each chunk at its own step
+    assert any(len(set(info["t"])) > 1 for info, _ in seen)
+    assert {e for info, _ in seen for e in info["experts"]} == {"high", "low"}

@@ -105,3 +105,35 @@ def test_dense_exports_as_one_file_the_loader_reads(tmp_path):
     a = Stream(ExpertPair(low=model), seed=1, options=StreamOptions(), latent_hw=(4, 4))
     a.set_prompt(torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(0)))
     assert torch.isfinite(a.next_chunk()).all()
+
+
+@pytest.mark.parametrize("crash_at", range(4))
+def test_a_crash_while_a_step_is_saved_again_never_loses_the_checkpoint(tmp_path, monkeypatch, crash_at):
+    # the same step written twice (e.g. a resumed run saving where it started); a crash at any rename or removal
+    # leaves `latest` naming a complete checkpoint of that step
+    folder = tmp_path / "ckpt"
+    w = {"a": torch.arange(4.0)}
+    checkpoints.save(folder, 5, w, {"o": 1}, {"step": 5})
+    calls = {"n": 0}
+    real_replace, real_rmtree = checkpoints.os.replace, checkpoints.shutil.rmtree
+
+    def crashing(real):
+        def f(*args, **kw):
+            calls["n"] += 1
+            if calls["n"] == crash_at + 1:
+                raise OSError("simulated crash")
+            return real(*args, **kw)
+        return f
+
+    monkeypatch.setattr(checkpoints.os, "replace", crashing(real_replace))
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", crashing(real_rmtree))
+    try:
+        checkpoints.save(folder, 5, {"a": torch.arange(4.0) + 1}, {"o": 2}, {"step": 5})
+    except OSError:
+        pass
+    monkeypatch.undo()
+    target = checkpoints.latest(folder)
+    assert target is not None and checkpoints.latest_step(folder) == 5
+    weights, optim, state = checkpoints.load(target)
+    assert state == {"step": 5} and optim["o"] in (1, 2)
+    assert torch.equal(weights["a"], torch.arange(4.0) + (optim["o"] - 1))  # one whole checkpoint, old or new

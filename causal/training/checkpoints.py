@@ -5,7 +5,8 @@
     <dir>/step-000120/state.json            step, generator updates, loss history, config
     <dir>/step-000120/rng.safetensors       torch RNG state
     <dir>/latest                            name of the newest complete checkpoint (replaced atomically)
-Older checkpoints are removed once a newer one is complete. save_trainer / resume map a DMDTrainer onto this.
+Older checkpoints are removed once `latest` names a newer complete one (a re-saved step gets its own folder,
+step-000120.1, so no crash can leave `latest` naming a missing or half-written folder). save_trainer / resume map a DMDTrainer onto this.
 """
 from __future__ import annotations
 
@@ -20,20 +21,33 @@ from safetensors.torch import load_file, save_file
 from . import sharding
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (so a rename never publishes unwritten data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a folder
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_file(path: Path, write) -> None:
-    """write(tmp_path) then rename over `path`."""
+    """write(tmp_path), flush it to disk, then rename over `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
 def atomic_folder(path: Path, write) -> None:
-    """write(tmp_folder) then rename it to `path` (which must not exist)."""
+    """write(tmp_folder), flush it to disk, then rename it to `path` (which must not exist)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     if tmp.exists():
@@ -41,7 +55,11 @@ def atomic_folder(path: Path, write) -> None:
     tmp.mkdir(parents=True)
     try:
         write(tmp)
+        for f in tmp.rglob("*"):
+            _fsync(f)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -52,10 +70,16 @@ def _contiguous(d: dict) -> dict:
 
 
 def save(folder, step: int, weights: dict, optim: dict, state: dict) -> Path:
-    """Write checkpoint `step` under `folder` and point `latest` at it."""
+    """Write checkpoint `step` under `folder` and point `latest` at it. Crash-safe at every point: the new
+    checkpoint goes into a folder of its own (step-000120, or step-000120.1 when that step was saved before), only
+    then does `latest` move to it (an atomic rename), and only then are the others removed; `latest` always names a
+    complete checkpoint."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:06d}"
+    name, n = f"step-{step:06d}", 0
+    while (folder / name).exists():
+        n += 1
+        name = f"step-{step:06d}.{n}"
 
     def write(tmp: Path):
         save_file(_contiguous(weights), str(tmp / "weights.safetensors"))
@@ -64,8 +88,6 @@ def save(folder, step: int, weights: dict, optim: dict, state: dict) -> Path:
         save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
 
     target = folder / name
-    if target.exists():
-        shutil.rmtree(target)
     atomic_folder(target, write)
     atomic_file(folder / "latest", lambda p: p.write_text(name))
     for old in folder.glob("step-*"):
@@ -95,7 +117,7 @@ def load(target) -> tuple[dict, dict, dict]:
 
 def latest_step(folder) -> int | None:
     target = latest(folder)
-    return None if target is None else int(target.name.split("-")[1])
+    return None if target is None else int(target.name.split("-")[1].split(".")[0])
 
 
 # ----------------------------------------------------------------------------------------------- a trainer's state

@@ -49,3 +49,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, one_proces
 def test_fsdp_with_activation_checkpointing_and_resume_equals_one_process(tmp_path, one_process):
     two = two_processes(tmp_path / "fsdp.safetensors", "fsdp", "ckpt", "resume")
     assert diff(one_process, two) <= 1e-5
+
+
+def test_resume_without_a_shared_filesystem_follows_the_main_process(tmp_path, one_process):
+    # only the main process can read the checkpoint: it decides and hands the state over, so both resume at step 2
+    two = two_processes(tmp_path / "own.safetensors", "resume", "own-disk")
+    assert diff(one_process, two) <= 1e-5
+    assert not list((tmp_path / "own.safetensors.rank1.ckpt").glob("step-*"))  # nothing was read or written there

@@ -2,7 +2,10 @@
 `python -m torch.distributed.run --nproc_per_node 2 tests/train_worker.py OUT [fsdp] [ckpt] [resume]`.
 
 fsdp: shard the models (FSDP2); ckpt: activation checkpointing; resume: stop after 2 of the 3 steps, then a fresh
-trainer resumes from the checkpoint. The main process saves the final generator, critic and EMA weights to OUT."""
+trainer resumes from the checkpoint; own-disk: every process but the main one has its own, empty checkpoint folder
+(machines without a shared filesystem). The main process saves the final generator, critic and EMA weights
+to OUT."""
+import os
 import sys
 from pathlib import Path
 
@@ -32,10 +35,13 @@ def trainer(batch=2, checkpoint_dir="", **kw):
 def run(out=None, flags=(), batch=2):
     kw = dict(fsdp="fsdp" in flags, activation_checkpointing="ckpt" in flags)
     if "resume" in flags:
-        first = trainer(batch, checkpoint_dir=str(out) + ".ckpt", **kw)
+        ckpt = str(out) + ".ckpt"
+        if "own-disk" in flags and os.environ.get("RANK", "0") != "0":  # nodes without a shared filesystem: this
+            ckpt = str(out) + f".rank{os.environ['RANK']}.ckpt"         # process never sees the main one's files
+        first = trainer(batch, checkpoint_dir=ckpt, **kw)
         first.train(steps=2)
         del first
-        tr = trainer(batch, checkpoint_dir=str(out) + ".ckpt", **kw)
+        tr = trainer(batch, checkpoint_dir=ckpt, **kw)
         assert tr.step == 2, tr.step
     else:
         tr = trainer(batch, **kw)

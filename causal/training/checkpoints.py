@@ -146,15 +146,65 @@ def save_trainer(trainer) -> Path | None:
                  "init_steps_done": trainer.init_steps_done, "config": trainer.config.to_dict()}
         path = save(trainer.checkpoint_dir, trainer.step, weights, optim, state)
     trainer.acc.wait_for_everyone()
+    trainer.saved_step = trainer.step  # kept in memory: no process reads the disk to know it
     return path
 
 
+class _Slot:
+    """Where a tensor sits in a structure sent to the other processes: its shape and dtype."""
+
+    def __init__(self, t: torch.Tensor):
+        self.shape, self.dtype = tuple(t.shape), t.dtype
+
+
+def from_main(acc, tree):
+    """The main process's `tree` (dicts / lists / tuples of tensors and plain values) on every process: the layout
+    once (accelerate's broadcast_object_list), then tensor by tensor (accelerate's broadcast), so the main process's
+    disk is the only one read: no shared filesystem is needed and every process decides alike."""
+    if acc.num_processes == 1:
+        return tree
+    from accelerate.utils import broadcast, broadcast_object_list
+    sent = []
+
+    def strip(x):
+        if torch.is_tensor(x):
+            sent.append(x)
+            return _Slot(x)
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(strip(v) for v in x)
+        return x
+
+    layout = broadcast_object_list([strip(tree) if acc.is_main_process else None])[0]
+    queue = iter(sent)
+
+    def fill(x):
+        if isinstance(x, _Slot):
+            t = next(queue) if acc.is_main_process else torch.empty(x.shape, dtype=x.dtype)
+            return broadcast(t.to(acc.device), from_process=0).cpu()
+        if isinstance(x, dict):
+            return {k: fill(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(fill(v) for v in x)
+        return x
+
+    return fill(layout)
+
+
 def resume(trainer) -> bool:
-    """Load the newest checkpoint under the trainer's checkpoint_dir into it, if there is one."""
-    target = latest(trainer.checkpoint_dir)
-    if target is None:
+    """Load the newest checkpoint under the trainer's checkpoint_dir into it, if there is one. The main process
+    reads it and hands it to the others (from_main), so every process resumes from the same step."""
+    loaded = None
+    if trainer.acc.is_main_process:
+        target = latest(trainer.checkpoint_dir)
+        if target is not None:
+            loaded = (str(target), *load(target), torch.get_rng_state())
+    loaded = from_main(trainer.acc, loaded)
+    if loaded is None:
         return False
-    weights, optim, state = load(target)
+    target, weights, optim, state, rng = loaded
+    torch.set_rng_state(rng)
     for prefix, pair in _pairs(trainer):
         for n, m in pair.modules().items():
             pre = f"{prefix}.{n}."
@@ -168,4 +218,5 @@ def resume(trainer) -> bool:
     sharding.load_optimizer_state(trainer.critic_opt, optim["critic"])
     trainer.step, trainer.gen_updates, trainer.history = state["step"], state["gen_updates"], state["history"]
     trainer.init_steps_done = state.get("init_steps_done", 0)
+    trainer.saved_step = trainer.step
     return True

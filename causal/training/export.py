@@ -20,9 +20,10 @@ from ..weights.loader import CONFIG_METADATA
 from .checkpoints import atomic_file, atomic_folder
 
 
-def check_free(path) -> Path:
+def check_free(path, exists: bool | None = None) -> Path:
+    """`path`, or one clear error when it exists (`exists`: already decided, e.g. by the main process)."""
     path = Path(path)
-    if path.exists():
+    if path.exists() if exists is None else exists:
         raise FileExistsError(f"'{path}' already exists; choose another save name (nothing is overwritten)")
     return path
 

@@ -108,9 +108,10 @@ class DMDTrainer:
         if prompts.text_dim != generator.config.text_dim:
             raise ValueError(f"the prompt embeddings have text_dim {prompts.text_dim}, the models take "
                              f"{generator.config.text_dim}; encode the prompts with the models' text encoder")
-        if config.output:
-            check_free(config.output)  # refused before anything is trained or written
         self.acc = accelerator or make_accelerator()
+        if config.output:  # refused before anything is trained or written; the main process's disk decides
+            check_free(config.output, checkpoints.from_main(self.acc, self.acc.is_main_process and
+                                                            Path(config.output).exists()))
         if config.batch_size % self.acc.num_processes:
             raise ValueError(f"batch_size {config.batch_size} does not split over {self.acc.num_processes} "
                              "processes; use a multiple of the process count")
@@ -143,6 +144,7 @@ class DMDTrainer:
         self.init_steps_done = 0
         self.history: list[dict] = []
         self.checkpoint_dir = None
+        self.saved_step: int | None = None  # step of the last checkpoint written or resumed
         if config.checkpoint_dir or config.output:
             self.checkpoint_dir = Path(config.checkpoint_dir or (str(config.output) + ".ckpt"))
             if config.resume:
@@ -255,7 +257,7 @@ class DMDTrainer:
                 callback(info)
             if self.checkpoint_dir is not None and self.step % self.config.checkpoint_every == 0:
                 self.save_checkpoint()
-        if self.checkpoint_dir is not None and checkpoints.latest_step(self.checkpoint_dir) != self.step:
+        if self.checkpoint_dir is not None and self.saved_step != self.step:
             self.save_checkpoint()
         return self.history
 

@@ -86,7 +86,8 @@ def run(trainer, steps: int, callback=None, stop=None) -> list[float]:
     process), as Self-Forcing's ODE regression does. The EMA is set to the result."""
     from .trainer import params
     c, gen = trainer.config, trainer.generator
-    opt = torch.optim.AdamW(params(gen), lr=c.init_lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+    opt = trainer.acc.prepare(torch.optim.AdamW(params(gen), lr=c.init_lr, betas=tuple(c.betas),
+                                                weight_decay=c.weight_decay))
     grid = ode_grid(c.teacher_steps, trainer.teacher.shift, trainer.plan)
     keep = {s.t for s in trainer.plan}
     losses = []

@@ -134,8 +134,10 @@ class DMDTrainer:
                 for m in pair.modules().values():
                     sharding.shard(m)
         adamw = dict(betas=tuple(config.betas), weight_decay=config.weight_decay)
-        self.gen_opt = torch.optim.AdamW(params(generator), lr=config.lr_generator, **adamw)
-        self.critic_opt = torch.optim.AdamW(params(self.critic), lr=config.lr_critic, **adamw)
+        # accelerate's optimizer wrappers (device placement of their state, loss scaling when it is used)
+        self.gen_opt, self.critic_opt = self.acc.prepare(
+            torch.optim.AdamW(params(generator), lr=config.lr_generator, **adamw),
+            torch.optim.AdamW(params(self.critic), lr=config.lr_critic, **adamw))
         self.ema = EMA(generator.modules(), config.ema_decay)
         self.plan = plan_of(generator, config.denoise_steps, config.shift)
         self.n_steps = len(self.plan)
@@ -169,21 +171,20 @@ class DMDTrainer:
         starts = [draws.key(self.config.seed, *key, "start", i) for i in rows]  # its own draw: any image, any prompt
         return (seeds, *self.prompts.batch(picks, self.generator.config.text_len, self.generator.low.device, starts))
 
-    def update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, pair: ExpertPair) -> tuple[float, list[str]]:
-        """Backward, gradients averaged over processes, clipping, optimizer step; returns the gradient norm and
-        the experts that received gradient. Sharded models (FSDP) average their gradients in the backward pass;
-        otherwise one accelerate reduce does."""
+    def update(self, loss: torch.Tensor, opt, pair: ExpertPair) -> tuple[float, list[str]]:
+        """accelerator.backward, gradients averaged over processes, accelerator.clip_grad_norm_, optimizer step;
+        returns the gradient norm and the experts that received gradient. Sharded models (FSDP) average their
+        gradients in the backward pass; otherwise accelerate's reduce averages them (a model is not wrapped in
+        DistributedDataParallel: a rollout calls it once per chunk before the one backward, which DDP does not
+        allow, and only the exit step's expert receives gradient, which every process agrees on)."""
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.acc.backward(loss)
         experts = [n for n, m in pair.modules().items() if any(p.grad is not None for p in m.parameters())]
         live = [p for p in params(pair) if p.grad is not None]
         if self.acc.num_processes > 1 and not self.config.fsdp and live:
-            flat = self.acc.reduce(torch.cat([p.grad.flatten() for p in live]), reduction="mean")
-            i = 0
-            for p in live:
-                p.grad.copy_(flat[i:i + p.numel()].view_as(p.grad))
-                i += p.numel()
-        norm = sharding.full(torch.nn.utils.clip_grad_norm_(live, self.config.grad_clip)) if live else 0.0
+            for p, g in zip(live, self.acc.reduce([p.grad for p in live], reduction="mean")):
+                p.grad = g
+        norm = sharding.full(self.acc.clip_grad_norm_(live, self.config.grad_clip)) if live else 0.0
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(norm), experts
@@ -225,7 +226,8 @@ class DMDTrainer:
             info["gen_grad_norm"], info["gen_grad_experts"] = self.update(loss, self.gen_opt, self.generator)
             self.gen_updates += 1
             self.ema.update(self.generator.modules(), copy=s < c.ema_start)  # iterations, as Self-Forcing counts
-            info.update(dmd_loss=float(loss.detach()), t_gen=t, teacher_expert=expert_for(self.teacher, t))
+            info.update(dmd_loss=float(self.acc.reduce(loss.detach(), "mean")), t_gen=t,
+                        teacher_expert=expert_for(self.teacher, t))
             del video, g, x_t, real, fake, loss
         r = self.generate(s, "critic", grad=False)
         info.update({"critic_" + k: v for k, v in r.info.items() if k != "grad_calls"})
@@ -235,7 +237,8 @@ class DMDTrainer:
         with self.autocast():
             closs = flow_matching_loss(velocity(self.critic, noised(x0, noise, t_c), t_c, r.ctx), x0, noise)
         info["critic_grad_norm"], _ = self.update(closs, self.critic_opt, self.critic)
-        info.update(critic_loss=float(closs.detach()), t_critic=t_c, critic_expert=expert_for(self.critic, t_c))
+        info.update(critic_loss=float(self.acc.reduce(closs.detach(), "mean")), t_critic=t_c,
+                    critic_expert=expert_for(self.critic, t_c))
         self.step += 1
         self.history.append({k: info[k] for k in ("step", "critic_loss", "dmd_loss") if k in info})
         return info

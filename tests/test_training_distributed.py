@@ -34,6 +34,12 @@ def one_process():
     return train_worker.run(batch=2)
 
 
+# fp32 tolerance after AdamW: summation order differs (two half-batch backwards + an all-reduce vs one backward),
+# and Adam divides by sqrt(v) + eps, so a weight whose gradient is near zero moves by ~lr * g / (|g| + eps): its
+# rounding shows at ~1% of one step (lr 1e-3 -> ~1e-5). A run without the second sample is >1e-3 away.
+TOL = 5e-5
+
+
 def diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -41,18 +47,18 @@ def diff(a: dict, b: dict) -> float:
 
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, one_process):
     two = two_processes(tmp_path / "two.safetensors")
-    assert diff(one_process, two) <= 1e-5
+    assert diff(one_process, two) <= TOL
     half = train_worker.run(batch=1)  # the second sample matters: a run without it lands elsewhere
     assert diff(one_process, half) > 1e-3
 
 
 def test_fsdp_with_activation_checkpointing_and_resume_equals_one_process(tmp_path, one_process):
     two = two_processes(tmp_path / "fsdp.safetensors", "fsdp", "ckpt", "resume")
-    assert diff(one_process, two) <= 1e-5
+    assert diff(one_process, two) <= TOL
 
 
 def test_resume_without_a_shared_filesystem_follows_the_main_process(tmp_path, one_process):
     # only the main process can read the checkpoint: it decides and hands the state over, so both resume at step 2
     two = two_processes(tmp_path / "own.safetensors", "resume", "own-disk")
-    assert diff(one_process, two) <= 1e-5
+    assert diff(one_process, two) <= TOL
     assert not list((tmp_path / "own.safetensors.rank1.ckpt").glob("step-*"))  # nothing was read or written there

@@ -14,26 +14,46 @@ Programmatic use (modules you already have; pure PyTorch + accelerate, nothing o
 
   generator, teacher (and optionally critic) are causal/sampling/experts.ExpertPair objects: a dense model is
   ExpertPair(low=model); a pair ExpertPair(low=..., high=..., boundary=875). The critic defaults to a trainable
-  copy of the teacher. The generator is trained with the cross-attention path the pack's loader gives the exported
-  model (weights/loader.default_share_cross_cache: a pair shares the high expert's cross cache), whatever its
-  share_cross_cache said, so the trained model samples as it was trained. `train(callback, stop)` calls callback(info) after every step and returns when stop()
-  is true (checked before each step), after writing a checkpoint, so the last checkpoint is always complete.
-  trainer.step_once() runs one iteration; trainer.causal_init(steps) runs the optional ODE regression stage.
+  copy of the teacher. The generator is trained with the cross-attention path the pack's loader gives the
+  exported model (weights/loader.default_share_cross_cache: a pair shares the high expert's cross cache),
+  whatever its share_cross_cache said, so the trained model samples as it was trained. `train(callback, stop)`
+  calls callback(info) after every step and returns when stop() is true (checked before each step), after
+  writing a checkpoint, so the last checkpoint is always complete. trainer.step_once() runs one iteration;
+  trainer.causal_init(steps) runs the optional ODE regression stage (each chunk at its own random plan step).
 
 From a config file (JSON, TOML or YAML; keys are the TrainConfig fields):
 
     python -m causalwan.train --config train.json                     # one process
     accelerate launch --num_processes 2 -m causalwan.train --config train.json   # several processes / GPUs
 
-One iteration (step s): a rollout of the generator through the inference Stream exiting at a random step (with
-grad when the generator updates this step, i.e. s % gen_update_every == 0), then
-- generator (every gen_update_every-th step): DMD loss, real score = frozen teacher with guidance, fake score =
-  critic, gradient (fake - real) / mean|x0 - real|; AdamW betas (0, 0.999), grad clipping, EMA;
-- critic (every step): flow-matching loss on the generated video.
-Timesteps: a nominal t uniform over [0, 1000), shifted, clamped to [min_t, max_t] (draws.timestep); for a pair, a rollout whose exit step is a
-high-noise step was made by the high expert alone and draws t from the high-noise region [boundary, max_t]; a
-rollout that went through both experts draws from the full range. All draws are keyed by (seed, step, sample),
-see draws.py, so resuming and multi-process runs repeat a single-process run.
+One iteration (step s):
+- generator turn (s % gen_update_every == 0): a rollout of the generator through the inference Stream exiting
+  every chunk at one random plan step, with grad there; DMD loss on the generated frames (an image-to-video start
+  frame is conditioning, never scored): real score = frozen teacher with guidance, fake score = critic, gradient
+  (fake - real) / mean|x0 - real|; AdamW betas (0, 0.999), grad clipping; EMA (copies the weights before
+  iteration ema_start, averages from it: iterations counted, critic-only ones included, as Self-Forcing does);
+- always: a fresh rollout without grad (after the generator's update, its own draws) and a flow-matching update
+  of the critic on its generated frames.
+Timesteps: a nominal t uniform over [0, 1000), shifted, clamped to [min_t, max_t] (draws.timestep). For a pair,
+a rollout whose exit step is a high-noise step was made by the high expert alone and draws t from the high-noise
+region [boundary, max_t]; one that went through both experts draws from the full range. All draws are keyed by
+(seed, step, what, sample), see draws.py, so resuming and multi-process runs repeat a single-process run.
+Processes: the optimizers go through Accelerator.prepare, the backward through accelerator.backward, gradients
+are averaged with accelerate's reduce and clipped with accelerator.clip_grad_norm_ (the models are not wrapped in
+DDP: a rollout calls a model once per chunk before the single backward); `fsdp` shards with PyTorch's FSDP2
+(sharding.py; accelerate's FSDP plugin only engages on GPUs and prepares one model with its optimizer, while the
+teacher has none). Only the main process reads checkpoints and decides; the others receive its state.
+
+Not done (by choice or not yet), so a reader does not assume it:
+- no `last_step_only` option (Self-Forcing's variant that always exits at the last step);
+- when latent_frames > 21, the DMD loss and the critic score the whole generated video (Self-Forcing's
+  long-video recipe scores only the last 21 frames): nothing limits the gradient to a trailing window;
+- the DMD and critic timesteps and the exit step are shared by every sample of an iteration (one draw per
+  iteration, so all processes run the same experts, which FSDP needs), not drawn per sample.
+- rollout structure of a pair: the Stream follows the facts sheet (each expert its own KV cache, the clean context
+  re-run at t = 0 through both experts); FastVideo's current self-forcing pipeline, as read in review, keeps one
+  KV cache for both experts and re-runs the context with transformer_2 only. Training and the pack's sampler use the same Stream,
+  so a trained pair samples as trained; a pair trained elsewhere with the other structure may not.
 """
 from __future__ import annotations
 

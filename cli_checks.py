@@ -248,6 +248,20 @@ def read_model_headers(files: ModelFiles) -> None:
     except ValueError as e:
         flag = "--folder" if folder else ("--high/--low" if files.high else "--model")
         raise UsageError(f"{flag}: {' '.join(str(e).split())}") from None
+    from .causal.weights.text_encoder import peek_text_encoder
+
+    flag = "--text-encoder" if files.text_encoder != folder else "--folder"
+    try:
+        width = peek_text_encoder(files.text_encoder)
+    except ImportError as e:
+        raise UsageError(f"{flag}: the umT5 text encoder needs the '{e.name}' package; pip install -e \".[text]\"") \
+            from None
+    except ValueError as e:
+        raise UsageError(f"{flag}: {' '.join(str(e).split())}") from None
+    if width != files.config.text_dim:
+        raise UsageError(f"{flag}: the text encoder '{files.text_encoder}' gives {width}-wide text, but the model "
+                         f"reads {files.config.text_dim}-wide text; give the text encoder made for this model "
+                         f"(umT5-XXL for Wan)")
 
 
 def check_lora(spec: str) -> tuple[Path, float]:

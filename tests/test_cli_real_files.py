@@ -73,3 +73,20 @@ def test_a_file_that_is_no_wan_model_is_refused_before_anything_loads(files, tmp
     assert captured.err.startswith(f"error: --model: '{files['--vae']}' is not a Wan video transformer: it looks "
                                    f"like a VAE")
     assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_a_text_encoder_of_the_wrong_width_is_refused_before_anything_loads(files, tmp_path, capsys):
+    cfg = UMT5Config(vocab_size=64, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                     feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    sd = {k: v.contiguous() for k, v in UMT5EncoderModel(cfg).state_dict().items() if "embed_tokens" not in k}
+    sd["spiece_model"] = torch.frombuffer(bytearray(tiny_spiece(WORDS, 64)), dtype=torch.uint8)
+    narrow = tmp_path / "narrow_umt5.safetensors"
+    save_file(sd, str(narrow))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--model", str(files["--model"]), "--vae", str(files["--vae"]), "--text-encoder", str(narrow),
+                  "--out", str(tmp_path / "v.mp4")])
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and captured.out == "" and sorted(tmp_path.iterdir()) == [narrow]
+    assert captured.err.strip() == (f"error: --text-encoder: the text encoder '{narrow}' gives 8-wide text, but the "
+                                    f"model reads 16-wide text; give the text encoder made for this model "
+                                    f"(umT5-XXL for Wan)")

@@ -195,6 +195,24 @@ def _tokenizer(spec, weights_path) -> UMT5Tokenizer:
                        f"(the release's tokenizer/ or {ORIGINAL_TOKENIZER}/)")
 
 
+def _prepare(path: Path, tokenizer):
+    """(weights under HF names, UMT5Config, tokenizer source) from the headers and configs only."""
+    from transformers import UMT5Config
+
+    src, config_json, tok_spec = _locate(path, tokenizer)
+    src = _hf_names(src)
+    config = UMT5Config.from_dict({**config_json, "dropout_rate": 0.0}) if config_json else infer_umt5_config(src)
+    return src, config, tok_spec
+
+
+def peek_text_encoder(path, tokenizer=None) -> int:
+    """The width (d_model) of the text the encoder gives, with its tokenizer read: everything short of loading
+    the weights, so a wrong or incomplete encoder is found before anything big is loaded."""
+    src, config, tok_spec = _prepare(Path(path), tokenizer)
+    _tokenizer(tok_spec, src.path)
+    return config.d_model
+
+
 # ----------------------------------------------------------------------------------------------- the encoder
 class TextEncoder:
     """umT5 encoder + tokenizer; `encode` gives one [tokens, d_model] tensor per prompt."""
@@ -204,14 +222,9 @@ class TextEncoder:
 
     @classmethod
     def load(cls, path, tokenizer=None, dtype=None, device="cpu", max_length: int = TEXT_LEN) -> "TextEncoder":
-        from transformers import UMT5Config
-
         from .loader import resolve_dtype
 
-        path = Path(path)
-        src, config_json, tok_spec = _locate(path, tokenizer)
-        src = _hf_names(src)
-        config = UMT5Config.from_dict({**config_json, "dropout_rate": 0.0}) if config_json else infer_umt5_config(src)
+        src, config, tok_spec = _prepare(Path(path), tokenizer)
         compute = resolve_dtype(dtype, src)[0]  # None: the file's main dtype (fp8 files compute in bf16)
         model = build_umt5(src, config, compute, device)
         return cls(model, _tokenizer(tok_spec, src.path), max_length)

@@ -236,3 +236,18 @@ def test_an_arena_dropped_without_release_is_unpinned(monkeypatch):
     gc.collect()
     assert pinned == {}
     assert torch.equal(view, torch.arange(10.0))  # the view stays valid as ordinary host memory
+
+
+def test_blocks_mode_copies_the_first_blocks_of_the_next_forward_while_the_last_run():
+    experts = pair()
+    policy = apply_offload(experts, "blocks", "cpu", blocks=3)
+    s = Stream(experts, seed=0)
+    s.set_prompt(torch.randn(1, 6, 32))
+    s.prime(torch.randn(1, 16, 1, 4, 6))
+    s.next_chunk()  # ends with the high expert's context pass
+    assert policy._loaded_blocks() == [("high", 0), ("high", 1)]  # already there for its next forward
+    loads = policy.log.loads
+    with torch.no_grad():
+        experts.get("high")(torch.randn(1, 16, 3, 4, 6), torch.zeros(1), cross_kv=s.cross["high"])
+    assert policy.log.loads - loads == LAYERS - 2 + 2  # blocks 2.. of this forward, then 0 and 1 of the next
+    assert policy.log.peak_blocks == 3

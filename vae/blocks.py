@@ -98,7 +98,9 @@ class AttentionBlock(nn.Module):
         b, c, t, h, w = x.shape
         y = self.to_qkv(self.norm(_frames_to_batch(x)))            # [bt, 3c, h, w]
         q, k, v = y.reshape(b * t, 1, 3 * c, h * w).transpose(2, 3).chunk(3, dim=-1)
-        y = F.scaled_dot_product_attention(q, k, v)                # [bt, 1, hw, c]
+        # contiguous q/k/v [bt, 1, hw, c]: CUDA's flash / memory-efficient kernels need a unit last stride (the
+        # transposed views would send it to the math kernel, which builds the whole [hw x hw] matrix)
+        y = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # [bt, 1, hw, c]
         y = y.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
         return x + _batch_to_frames(self.proj(y), b)
 

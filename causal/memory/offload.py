@@ -12,7 +12,8 @@ Modes
   during its first forward, `prefetch` blocks ahead of the one running, on a side CUDA stream (so the copy of
   block i+1 overlaps the compute of block i), and then stay.
 - "blocks": only `blocks` transformer blocks (of any expert) on the compute device at once; while block i runs,
-  blocks i+1 .. i+N-1 are being copied in, and block i is dropped when it is done.
+  blocks i+1 .. i+N-1 are being copied in (past the last block: the first blocks of the next forward of the same
+  expert), and block i is dropped when it is done.
 - "auto": the planner (causal/memory/memory_plan.py) picks the least offloading mode that fits the free memory.
 In "swap" and "blocks" a stream also keeps only the running expert's KV cache on the compute device: the idle
 expert's cache waits in host memory (ExpertPair.park_idle_caches, honoured by causal/sampling/stream.py).
@@ -238,8 +239,14 @@ class Blocks(Offload):
         self.budget = min(blocks, experts.config.num_layers)
         super().__init__(experts, device, pin)
 
+    def _ahead(self, name: str, i: int) -> list:
+        """Block i and the next budget - 1 in the order they run, wrapping round to the first blocks of this
+        expert's next forward, so their copies start while the last blocks of this forward still run."""
+        n = len(self.slots[name])
+        return [(name, j % n) for j in range(i, i + min(self.budget, n))]
+
     def _window(self, name: str, i: int) -> set:
-        return {(name, j) for j in range(i, min(i + self.budget, len(self.slots[name])))}
+        return set(self._ahead(name, i))
 
     def place(self, name: str) -> None:
         self.current = name
@@ -257,7 +264,7 @@ class Blocks(Offload):
                 self._evict(*key)
 
     def _prefetch(self, name: str, i: int) -> None:
-        for _, j in sorted(self._window(name, i)):
+        for _, j in self._ahead(name, i):
             if len(self._on) >= self.budget:
                 break
             self._load(name, j)

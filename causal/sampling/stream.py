@@ -173,6 +173,8 @@ class Stream:
         else:
             raise ValueError(f"{len(self.generators)} seeds were given for a batch of {self.batch}; give one seed "
                              f"or one per batch row")
+        if self.device.type == "cuda":  # pinned, so the copy is queued without waiting for the GPU
+            return n.pin_memory().to(self.device, non_blocking=True)
         return n.to(self.device)
 
     # ----------------------------------------------------------------- public loop

@@ -101,13 +101,19 @@ def test_resident_mode_keeps_everything_and_copies_nothing_on_cpu(reference):
     assert policy.log.peak_blocks == 2 * LAYERS and policy.log.bytes_copied == 0
 
 
-def test_swap_moves_an_expert_twice_per_chunk():
+def after_one_chunk(mode, **kw):
+    """An offloaded pair and a stream that made one chunk (it ends with the high expert's context pass)."""
     experts = pair()
-    policy = apply_offload(experts, "swap", "cpu", prefetch=1)
+    policy = apply_offload(experts, mode, "cpu", **kw)
     s = Stream(experts, seed=0)
     s.set_prompt(torch.randn(1, 6, 32))
     s.prime(torch.randn(1, 16, 1, 4, 6))
-    s.next_chunk()  # leaves the high expert resident (the context pass ends with it)
+    s.next_chunk()
+    return experts, policy, s
+
+
+def test_swap_moves_an_expert_twice_per_chunk():
+    experts, policy, s = after_one_chunk("swap", prefetch=1)  # leaves the high expert resident
     before = policy.log.loads
     s.next_chunk()  # 3 high steps, 5 low, context low then high: high -> low -> high
     assert policy.log.loads - before == 2 * LAYERS
@@ -239,12 +245,7 @@ def test_an_arena_dropped_without_release_is_unpinned(monkeypatch):
 
 
 def test_blocks_mode_copies_the_first_blocks_of_the_next_forward_while_the_last_run():
-    experts = pair()
-    policy = apply_offload(experts, "blocks", "cpu", blocks=3)
-    s = Stream(experts, seed=0)
-    s.set_prompt(torch.randn(1, 6, 32))
-    s.prime(torch.randn(1, 16, 1, 4, 6))
-    s.next_chunk()  # ends with the high expert's context pass
+    experts, policy, s = after_one_chunk("blocks", blocks=3)
     assert policy._loaded_blocks() == [("high", 0), ("high", 1)]  # already there for its next forward
     loads = policy.log.loads
     with torch.no_grad():

@@ -51,7 +51,9 @@ class Editor:
     def __init__(self, page, server: comfy_server.ComfyServer):
         self.page, self.server = page, server
         self.console: list[str] = []
+        self.responses: list[tuple[str, int]] = []  # (URL, status) of every response the page got
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("response", lambda r: self.responses.append((r.url, r.status)))
         page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
 
     def open(self, timeout_ms: int = 90000) -> "Editor":
@@ -146,7 +148,8 @@ class Editor:
         self.redraw()
 
     def template_cards(self, pack: str, timeout: float = 30.0) -> list[dict]:
-        """Open the template browser on the pack's category; every card's name and its thumbnail's size."""
+        """Open the template browser on the pack's category; every card's name and the natural sizes of the
+        images it shows (the frontend fetches a thumbnail and shows it from a blob: URL)."""
         self.page.evaluate("window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         self.page.get_by_text(pack, exact=True).first.click(timeout=timeout * 1000)
         self.page.wait_for_selector('[data-testid^="template-workflow-"]', timeout=timeout * 1000)
@@ -154,8 +157,7 @@ class Editor:
         while True:  # thumbnails load lazily
             cards = self.page.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')]
                 .map((c) => ({ name: c.dataset.testid.slice("template-workflow-".length),
-                  thumbs: [...c.querySelectorAll("img")].filter((i) => i.src.includes("/workflow_templates/"))
-                    .map((i) => [i.naturalWidth, i.naturalHeight]) }))""")
+                  thumbs: [...c.querySelectorAll("img")].map((i) => [i.naturalWidth, i.naturalHeight]) }))""")
             if all(c["thumbs"] and c["thumbs"][0][0] for c in cards) or time.monotonic() > deadline:
                 return cards
             self.page.wait_for_timeout(250)

@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -32,7 +33,8 @@ from browser_editor import Editor, inside, overlaps  # noqa: E402
 from comfy_home import STUB_FOLDER, STUB_SOURCE, prepare, write_start_image, write_tiny_models  # noqa: E402
 from shipped_workflows import PROMPT_SWITCH, T2V_DENSE, all_workflows  # noqa: E402
 
-SIZE = 64  # pixels per side of the runs here
+SIZE = 32  # pixels per side of the runs here
+SHORT = {"CausalWanChunkSampler": {"num_chunks": 6}, "CausalWanContinue": {"num_chunks": 2}}  # prompt 3 from 5
 SHOTS = Path(os.environ["CAUSALWAN_SCREENSHOTS"]) if os.environ.get("CAUSALWAN_SCREENSHOTS") else None
 
 
@@ -99,7 +101,7 @@ def test_player_gets_every_frame_names_the_prompt_and_plays(editor):
     editor.load(wf)
     sampler, cont = node_of(editor, "CausalWanChunkSampler"), node_of(editor, "CausalWanContinue")
     assert editor.player(sampler)["frames"] == "0"
-    prompt, ids = prepare(PROMPT_SWITCH, editor.info, size=SIZE)
+    prompt, ids = prepare(PROMPT_SWITCH, editor.info, SHORT, size=SIZE)
     chunks = prompt[str(sampler)]["inputs"]["num_chunks"]
     more = prompt[str(cont)]["inputs"]["num_chunks"]
     editor.fit([sampler, cont, node_of(editor, "CausalWanPromptSwitch")])
@@ -167,7 +169,10 @@ def test_template_browser_lists_each_workflow_once_with_its_thumbnail(editor):
     cards = editor.template_cards(comfy_server.PACK_NAME)
     names = sorted(c["name"] for c in cards)
     assert names == sorted(p.stem for p in all_workflows())  # each once
+    fetched = {unquote(url.rsplit("/", 1)[-1]) for url, status in editor.responses
+               if f"/workflow_templates/{comfy_server.PACK_NAME}/" in url and status == 200}
     for c in cards:
-        assert c["thumbs"] and c["thumbs"][0][0] > 0, f"{c['name']}: no thumbnail shown"
+        assert f"{c['name']}.jpg" in fetched, f"{c['name']}: its thumbnail was not served"
+        assert [512, 512] in c["thumbs"], f"{c['name']}: no thumbnail shown ({c['thumbs']})"
     shot(editor, "templates")
     editor.close_dialogs()

@@ -118,4 +118,5 @@ def run(trainer, steps: int, callback=None, stop=None) -> list[float]:
             callback({"init_step": i, "init_loss": losses[-1], "experts": [st.expert for st in chunk_steps],
                       "t": [st.t for st in chunk_steps]})
     trainer.ema.update(gen.modules(), copy=True)
+    opt.state.clear()  # the stage's moments (2x the generator): accelerate keeps every prepared optimizer listed
     return losses

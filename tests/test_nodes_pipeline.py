@@ -230,6 +230,26 @@ def test_a_node_that_runs_again_releases_its_last_output(pair, start, vae, model
     assert sample(new, dense_start, conditioning(), chunks=1)[0]["samples"].shape == (1, 16, 3, 4, 4)
 
 
+def test_a_stale_continue_output_dropped_by_comfyui_frees_its_caches_before_the_sampler_runs_again(pair, start,
+                                                                                                  monkeypatch):
+    # Seed "randomize": sampler S feeding Continue C; ComfyUI drops C's stale output at the start of the prompt
+    # (only the test's names for it are deleted here), then runs S first. C's old fork must not be on the device.
+    from causalwan.nodes import chunk_sampler
+
+    model, _ = pair
+    _, a = sample(model, start, conditioning(), chunks=2, node_id="S")
+    _, b = CausalWanContinue().go_on(a, 2, unique_id="C")
+    fork_caches = [weakref.ref(t) for c in b.stream.caches.values() for t in c.k + c.v]
+    assert len(fork_caches) == 8 and all(r() is not None for r in fork_caches)
+    del b
+    seen = []
+    real = chunk_sampler.adapter.make_room
+    monkeypatch.setattr(chunk_sampler.adapter, "make_room", lambda *a_, **k: (
+        seen.append(sum(r() is not None for r in fork_caches)), real(*a_, **k)))
+    sample(model, start, conditioning(), chunks=2, seed=7, node_id="S")
+    assert seen == [0]  # no buffer of the stale fork was alive when the sampler planned its new caches
+
+
 @pytest.mark.parametrize("mode", ["swap", "blocks", "auto"])
 def test_offload_modes_give_the_same_video(start, models, mode):
     resident, _ = CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", "auto", -1.0,

@@ -202,12 +202,14 @@ def engine_log_to_stdout():
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
-    try:
-        c = check_args(a)
-    except UsageError as err:  # bad input: one readable line, no traceback, nothing loaded or written
-        fail(str(err), 2)
-    existed, report = c.out.exists(), {"chunks": 0}
     with stopped_by_signals(), engine_log_to_stdout():
+        try:
+            c = check_args(a)
+        except UsageError as err:  # bad input: one readable line, no traceback, nothing loaded or written
+            fail(str(err), 2)
+        except Stopped as s:  # reading the model headers can take a moment
+            end(s, a.out, False, {"chunks": 0}, a.chunks, a.device)
+        existed, report = c.out.exists(), {"chunks": 0}
         try:
             return run(a, c, report)
         except (Stopped, OSError, MemoryError, ValueError, RuntimeError) as err:  # one line, what was kept

@@ -228,3 +228,17 @@ def test_a_signal_mid_run_says_what_was_kept(place, sig, code):
     assert lines[0].startswith(f"cancelled by {name} after ") and "of 200 chunks: 'out.mp4' is kept as it was" \
         in lines[0]
     assert listing(place) == before and (place / "out.mp4").read_bytes() == OLD
+
+
+def test_ctrl_c_while_the_inputs_are_checked(tmp_path, monkeypatch, capsys):
+    import signal as signals
+
+    def interrupted(a):
+        signals.raise_signal(signals.SIGINT)  # as if Ctrl-C came while the model headers are read
+
+    monkeypatch.setattr(cli, "check_args", interrupted)
+    with pytest.raises(SystemExit) as e:
+        cli.main([*SMALL, "--out", str(tmp_path / "v.mp4")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 130 and list(tmp_path.iterdir()) == []
+    assert err == f"cancelled by SIGINT after 0 of 2 chunks: no video was written to '{tmp_path / 'v.mp4'}'"

@@ -65,13 +65,20 @@ class CausalWanContinue:
             slots = [e.slot for e in prompts.entries]
             schedule = to_schedule(prompts, stream.model.config.text_len, stream.latent.shape[0], num_chunks)
         warmup = stream.latent[:, :, -PREVIEW_WARMUP_FRAMES:] if vae is not None else None
+        # the fork lives only in frames inside the block: explain_oom drops their traceback, so an out-of-memory
+        # error that ComfyUI keeps does not keep the fork's caches on the device
         with explain_oom(plan, device=stream.model.device):  # out of memory: the planner's advice
-            fork = src.fork()
-            fork.reserve(extra)
-            chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup,
-                                  slots=slots, show_warmup=False)
+            fork, chunks = self._run(src, extra, num_chunks, schedule, vae, unique_id, warmup, slots)
         latent = torch.cat([stream.latent] + [c.cpu() for c in chunks], dim=2)
         pieces = stream.pieces + [c.shape[2] for c in chunks]
         state = StreamState(fork, stream.model, latent, pieces)
         node_memory.remember("stream", unique_id, state)
         return (to_comfy_latent(latent, pieces), state)
+
+    @staticmethod
+    def _run(src, extra, num_chunks, schedule, vae, unique_id, warmup, slots):
+        fork = src.fork()
+        fork.reserve(extra)
+        chunks, _ = run_chunks(fork, num_chunks, schedule, vae=vae, node_id=unique_id, warmup=warmup, slots=slots,
+                               show_warmup=False)
+        return fork, chunks

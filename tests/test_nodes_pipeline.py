@@ -292,6 +292,31 @@ def test_fp8_kv_cache_is_chosen_in_the_sampler(pair, start):
         sample(model, start, conditioning(), kv_cache="fp4")
 
 
+def test_an_out_of_memory_error_in_continue_does_not_keep_the_forks_caches(pair, start, monkeypatch):
+    # ComfyUI keeps the error (and so its traceback's frames) after the run failed
+    import gc
+
+    from causalwan.causal.memory.oom import CausalWanOutOfMemory
+    from causalwan.nodes import continue_stream
+
+    model, _ = pair
+    _, state = sample(model, start, conditioning(), chunks=2)
+    fork_caches = []
+
+    def oom_after_a_chunk(stream, *a, **k):
+        stream.next_chunk()
+        fork_caches.extend(weakref.ref(t) for c in stream.caches.values() for t in c.k + c.v)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(continue_stream, "run_chunks", oom_after_a_chunk)
+    with pytest.raises(CausalWanOutOfMemory) as info:
+        CausalWanContinue().go_on(state, 2)
+    gc.collect()
+    assert info.value is not None and len(fork_caches) == 8
+    assert sum(r() is not None for r in fork_caches) == 0  # none of the fork's buffers outlives the run
+    assert state.stream.parked and state.stream.cache_bytes() > 0  # the upstream's host copy stays for a re-queue
+
+
 def test_out_of_memory_reaches_the_user_with_the_planners_advice(pair, start, monkeypatch):
     from causalwan.causal.memory.oom import CausalWanOutOfMemory
     from causalwan.causal.weights import loader

@@ -20,12 +20,19 @@ def test_loaders_list_the_files_and_folders(models):
         adapter.get_full_path("vae", "gone.safetensors")
 
 
-@pytest.mark.parametrize("bf16,expected", [(True, torch.bfloat16), (False, torch.float16)])
-def test_auto_weight_dtype_computes_fp32_files_in_half_precision_on_cuda(models, monkeypatch, bf16, expected):
+@pytest.mark.parametrize("major,expected", [(8, torch.bfloat16), (7, torch.float16)])
+def test_auto_weight_dtype_computes_fp32_files_in_half_precision_on_cuda(models, monkeypatch, major, expected):
     from causalwan.causal.weights import loader
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)  # a GPU with or without bf16
+    # device 0 has (major, 0); device 1 is a T4 (7.5), device 2 an A100 (8.0); torch's is_bf16_supported says yes
+    # on all of them (it counts emulated bf16), so it must not decide
+    capability = {0: (major, 0), 1: (7, 5), 2: (8, 0)}
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability[
+        torch.device(d).index if d is not None and torch.device(d).index is not None else 0])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert loader.auto_float_dtype("cuda") == expected and loader.auto_float_dtype("cpu") == torch.float32
+    assert loader.auto_float_dtype("cuda:1") == torch.float16 and loader.auto_float_dtype("cuda:2") == torch.bfloat16
     path = adapter.get_full_path("diffusion_models", "tiny_dense.safetensors")  # a float32 file
     assert loader.load_experts(low=path).low.dtype == torch.float32
     assert loader.load_experts(low=path, float_dtype=expected).low.dtype == expected

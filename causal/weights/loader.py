@@ -136,11 +136,13 @@ def to_original_names(src: TensorSource) -> TensorSource:
 
 def auto_float_dtype(device) -> torch.dtype:
     """What a float32/float64 file computes in on `device` when no dtype is chosen: bf16 on CUDA (fp16 on GPUs
-    without bf16), float32 elsewhere (CPUs have no fast half precision)."""
+    without bf16: compute capability below 8, e.g. T4, V100), float32 elsewhere (CPUs have no fast half
+    precision). Asks `device` itself, not the current one; torch.cuda.is_bf16_supported() is not used because it
+    also says yes for bf16 that is only emulated (slowly) on older GPUs."""
     device = torch.device(device)
     if device.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
 
 
 def resolve_dtype(dtype, src: TensorSource | None = None,

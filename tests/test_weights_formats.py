@@ -81,6 +81,15 @@ def test_diffusers_release_folder_pair(tmp_path, pair):
     assert (experts.boundary, experts.shift, experts.share_cross_cache) == (900, 5.0, False)
 
 
+def test_pair_folder_without_boundary_ratio_takes_the_given_boundary_or_the_release_one(tmp_path, pair):
+    high, low = pair
+    folder = write_release(tmp_path / "pair", high, low, boundary_ratio=None)
+    assert load_experts(folder=folder, boundary=900).boundary == 900.0  # --boundary / the node's boundary
+    experts = load_experts(folder=folder)
+    assert experts.high is not None and experts.boundary == 875.0  # as for two files: the A14B release's
+    same(experts.high, high)
+
+
 def test_diffusers_release_folder_dense_and_scheduler_shift(tmp_path, pair):
     folder = write_release(tmp_path / "dense", pair[0], None, boundary_ratio=None, shift_key="shift", shift=3.0)
     experts = load_experts(folder=folder)

@@ -241,11 +241,8 @@ def _pair_paths(folder: Path) -> tuple[Path | None, Path, float | None, float | 
                 f"diffusers folder '{folder}' is a two-expert model (model_index.json lists transformer_2 / "
                 "boundary_ratio) but has no transformer_2/ subfolder with the low-noise expert; download "
                 "transformer_2/ too")
-        ratio = index.get("boundary_ratio")
-        if ratio is None:
-            raise WeightsError(f"'{folder / 'model_index.json'}' has no boundary_ratio; pass boundary=<timestep> "
-                               "(875 for CausalWan2.2-I2V-A14B)")
-        return folder / "transformer", folder / "transformer_2", float(ratio) * 1000.0, shift
+        ratio = index.get("boundary_ratio")  # absent: the caller's boundary, else the A14B release's
+        return folder / "transformer", folder / "transformer_2", None if ratio is None else float(ratio) * 1000.0, shift
     if fmt == "original_folder" and all((folder / d).is_dir() for d in PAIR_FOLDERS):
         return folder / PAIR_FOLDERS[0], folder / PAIR_FOLDERS[1], None, None
     return None, folder, None, None

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .causal.memory.memory_plan import GIB, MODES, plan_memory
-from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload
+from .causal.memory.memory_plan import GIB, MODES, plan_memory, replace_plan
+from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload, part_bytes, weight_dtype_of
 from .causal.model.kv_cache import CACHE_DTYPES
 from .causal.model.config import WanConfig
 from .causal.model.transformer import CausalWanModel
@@ -116,6 +116,16 @@ def memory_plan(c: CheckedArgs, a, dtype):
         free = torch.cuda.mem_get_info(torch.device(c.device))[0]
         line += f"; {free / GIB:.1f} GiB free on {c.device}"
     return plan, line
+
+
+def loaded_plan(plan, experts, policy):
+    """The plan an out-of-memory error is explained from once the weights are loaded: the mode really in force
+    ("auto" resolved), the weights' own dtype (fp8 files) and their measured sizes."""
+    if policy is not None and policy.plan is not None:  # "auto" planned it on the loaded experts
+        return policy.plan
+    mode = policy.mode if policy is not None else "resident"
+    return replace_plan(plan, mode=mode, blocks=getattr(policy, "budget", plan.blocks),
+                        weight_dtype=weight_dtype_of(experts), part_bytes=part_bytes(experts))
 
 
 def shown(prompt: str, width: int = 48) -> str:
@@ -241,10 +251,12 @@ def run(a, c: CheckedArgs, report: dict) -> dict:
     del encoder  # the text encoder leaves the GPU before the stream needs the memory
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+    policy = None
     if a.offload != "resident":  # weights on the CPU, streamed to the device by the policy
-        apply_offload(experts, a.offload, device, height=c.height, width=c.width, chunk_frames=a.frames_per_chunk,
-                      frames=report["plan"].frames, window=a.window or None, sink=a.sink,
-                      cache_dtype=CACHE_DTYPES[a.kv_cache])
+        policy = apply_offload(experts, a.offload, device, height=c.height, width=c.width,
+                               chunk_frames=a.frames_per_chunk, frames=report["plan"].frames, window=a.window or None,
+                               sink=a.sink, cache_dtype=CACHE_DTYPES[a.kv_cache])
+    report["plan"] = loaded_plan(report["plan"], experts, policy)
     texts = {0: a.prompt, **dict(c.switches)}
     t0 = time.perf_counter()
     start = vae.encode_images(c.image.to(device))

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .causal.memory.oom import device_budget, oom_message
+from .causal.memory.oom import device_budget, is_oom, oom_message
 
 FULL_DISK = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
 
@@ -62,7 +62,7 @@ def end(err: BaseException, out, existed: bool, report: dict, chunks: int, devic
             fail(f"no room to write the video ({err.strerror}) after {done}: {what}; free disk space or choose "
                  f"another --out", 1)
         fail(f"{err} after {done}: {what}; check --out and the files given", 1)
-    if isinstance(err, torch.OutOfMemoryError) and report.get("plan") is not None:
+    if is_oom(err) and report.get("plan") is not None:  # torch's error, or a RuntimeError saying so (other backends)
         # the planner's advice: a lighter --offload, --kv-cache fp8_e4m3fn, or a smaller size
         fail(f"{oom_message(report['plan'], device_budget(device), str(err))} (after {done}: {what})", 1)
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):

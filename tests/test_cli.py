@@ -94,3 +94,22 @@ def test_out_of_memory_is_explained_with_the_planners_advice(tmp_path, capsys, m
     assert "error: CausalWan ran out of memory in offload mode 'resident' at 64x64" in err
     assert "Try offload mode 'swap'" in err and "Original error: CUDA out of memory" in err
     assert "after 0 of 1 chunks" in err and not (tmp_path / "v.mp4").exists()
+
+
+def test_out_of_memory_advice_follows_the_mode_auto_chose_and_other_backends_errors(tmp_path, capsys, monkeypatch):
+    # "auto" is planned as resident before loading; the advice must come from the mode it resolved to after
+    # loading (here blocks: 1 byte free), from the loaded weights; a RuntimeError saying "out of memory" (ROCm,
+    # MPS) gets the same advice as torch's OutOfMemoryError
+    from causalwan.causal.sampling.stream import Stream
+
+    real = cli.apply_offload
+    monkeypatch.setattr(cli, "apply_offload", lambda *a, **k: real(*a, free_bytes=1, **k))
+    monkeypatch.setattr(Stream, "next_chunk", lambda self, frames=None: (_ for _ in ()).throw(
+        RuntimeError("HIP out of memory. Tried to allocate 20.00 GiB")))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--chunks", "1", "--width", "64", "--height", "64", "--offload", "auto",
+                  "--out", str(tmp_path / "v.mp4")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1
+    assert "error: CausalWan ran out of memory in offload mode 'blocks', blocks 1 at 64x64" in err
+    assert "Original error: HIP out of memory" in err and "after 0 of 1 chunks" in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..causal.sampling.stream import frames_after
 from ..vae.streaming import StreamingDecoder
 from . import comfy_adapter as adapter
 from .preview import FrameSender
@@ -48,7 +49,7 @@ def run_chunks(stream, count: int, schedule=None, vae: LoadedVAE | None = None, 
     """
     decoder = StreamingDecoder(vae.vae) if vae is not None else None
     have = 0 if warmup is None else warmup.shape[2]
-    made = count * stream.options.chunk_frames
+    made = frames_after(stream.experts, stream.next_frame, count, stream.options.chunk_frames) - stream.next_frame
     total = pixel_frames(have + made) - (pixel_frames(have) if not show_warmup else 0)
     sender = FrameSender(node_id, count, total if decoder is not None else 0)
     frames = []

@@ -11,7 +11,7 @@ from ..causal.sampling import settings
 from ..causal.sampling.defaults import MODEL as FROM_MODEL, resolve_options
 from ..causal.sampling.schedule import parse_steps
 from ..causal.model.kv_cache import CACHE_DTYPES
-from ..causal.sampling.stream import Stream, StreamOptions
+from ..causal.sampling.stream import Stream, StreamOptions, frames_after
 from . import comfy_adapter as adapter
 from . import node_memory
 from .chunk_runner import run_chunks
@@ -109,7 +109,7 @@ class CausalWanChunkSampler:
         model.use()  # its LoRAs (CausalWan LoRA nodes) in force, any others off
         node_memory.release_previous("stream", unique_id)  # the last run's caches go before new ones are made
         start_frames = 0 if start.latent is None else start.latent.shape[2]
-        total = start_frames + num_chunks * options.chunk_frames
+        total = frames_after(model.experts, start_frames, num_chunks, options.chunk_frames)  # T2V pair: frame 0 alone
         options = dataclasses.replace(options, max_frames=total)  # size a window-less KV cache once
         plan = model.memory_plan(start.latent_hw[0] * 8, start.latent_hw[1] * 8, chunk_frames=options.chunk_frames,
                                  frames=total, window=options.window, sink=options.sink,

@@ -6,6 +6,8 @@ upstream's KV caches on the device; the upstream keeps a copy in host memory for
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..causal.memory.oom import explain_oom
@@ -54,8 +56,9 @@ class CausalWanContinue:
         h, w = src.latent_hw
         plan = stream.model.memory_plan(h * 8, w * 8, chunk_frames=src.options.chunk_frames,
                                         frames=src.next_frame + extra, window=src.options.window,
-                                        sink=src.options.sink, cache_dtype=src.options.cache_dtype,
-                                        parked_frames=src.next_frame)
+                                        sink=src.options.sink, cache_dtype=src.options.cache_dtype)
+        # the upstream's parked copy is exactly its caches as they are (counted from them, not predicted)
+        plan = dataclasses.replace(plan, host=plan.host + src.cache_bytes(), parked_frames=src.next_frame)
         # the fork takes over the upstream's caches (or, on a re-queue, gets its parked copy back): on the device
         # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host)
         adapter.make_room(plan.kv_cache, stream.model.device)

@@ -292,6 +292,23 @@ def test_fp8_kv_cache_is_chosen_in_the_sampler(pair, start):
         sample(model, start, conditioning(), kv_cache="fp4")
 
 
+def test_text_to_video_on_a_pair_plans_exactly_the_cache_it_makes_and_continue_the_copy_it_parks(pair, monkeypatch):
+    # a pair without a start image makes frame 0 alone: 3 chunks of 3 are 1 + 3 + 3 = 7 frames, not 9
+    from causalwan.nodes import chunk_sampler, continue_stream
+
+    model, _ = pair
+    asked, plans = [], []
+    real_room, real_explain = adapter.make_room, continue_stream.explain_oom
+    monkeypatch.setattr(adapter, "make_room", lambda need, *a, **k: (asked.append(need), real_room(need, *a, **k)))
+    monkeypatch.setattr(continue_stream, "explain_oom", lambda plan, **k: (plans.append(plan), real_explain(plan, **k))[1])
+    t2v = CausalWanImageConditioner().start(SIZE, SIZE)[0]
+    latent, state = sample(model, t2v, conditioning(), chunks=3)
+    assert latent["samples"].shape[2] == 7 and state.stream.next_frame == 7
+    assert asked == [state.stream.cache_bytes()]  # every planned cache slot is used, none left empty
+    CausalWanContinue().go_on(state, 1)
+    assert state.stream.parked and plans[0].host == state.stream.cache_bytes()  # the parked copy, counted exactly
+
+
 def test_an_out_of_memory_error_in_continue_does_not_keep_the_forks_caches(pair, start, monkeypatch):
     # ComfyUI keeps the error (and so its traceback's frames) after the run failed
     import gc

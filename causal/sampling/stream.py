@@ -201,7 +201,7 @@ class Stream:
         exit_step (training): stop after that step of the plan and return its x0 estimate; that step runs with
         grad if the caller enables grad, every other call without. The result equals a stream whose step list
         ends at that step."""
-        if frames is None and self.next_frame == 0 and self.experts.high is not None:
+        if frames is None and frame_zero_alone(self.experts, self.next_frame):
             frames = 1
         frames = frames or self.options.chunk_frames
         start = self.next_frame
@@ -297,6 +297,19 @@ class Stream:
         for c in self.caches.values():
             if c.window is None:
                 c.capacity = max(c.capacity or 0, self.next_frame + frames)
+
+
+def frame_zero_alone(experts: ExpertPair, next_frame: int) -> bool:
+    """An expert pair without a start image makes frame 0 alone as its first chunk (as the release does)."""
+    return next_frame == 0 and experts.high is not None
+
+
+def frames_after(experts: ExpertPair, next_frame: int, chunks: int, chunk_frames: int) -> int:
+    """The stream's length after `chunks` more chunks (Stream.run) from `next_frame`: what sizes its KV cache."""
+    if chunks < 1:
+        return next_frame
+    first = 1 if frame_zero_alone(experts, next_frame) else chunk_frames
+    return next_frame + first + (chunks - 1) * chunk_frames
 
 
 def blend_text(a: torch.Tensor, b: torch.Tensor, weight: float, text_len: int) -> torch.Tensor:

@@ -60,8 +60,9 @@ class CausalWanContinue:
         # the upstream's parked copy is exactly its caches as they are (counted from them, not predicted)
         plan = dataclasses.replace(plan, host=plan.host + src.cache_bytes(), parked_frames=src.next_frame)
         # the fork takes over the upstream's caches (or, on a re-queue, gets its parked copy back): on the device
-        # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host)
-        adapter.make_room(plan.kv_cache, stream.model.device)
+        # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host). Only
+        # what is not on the device yet is asked for.
+        adapter.make_room(max(0, plan.kv_cache - src.device_cache_bytes()), stream.model.device)
         schedule, slots = None, None
         if prompts is not None:
             prompts = as_prompt_list(prompts)

@@ -309,6 +309,23 @@ def test_text_to_video_on_a_pair_plans_exactly_the_cache_it_makes_and_continue_t
     assert state.stream.parked and plans[0].host == state.stream.cache_bytes()  # the parked copy, counted exactly
 
 
+def test_continue_asks_comfyui_only_for_the_room_its_caches_grow_by(pair, start, monkeypatch):
+    from causalwan.nodes import continue_stream
+
+    model, _ = pair
+    _, state = sample(model, start, conditioning(), chunks=2)
+    on_device = state.stream.cache_bytes()
+    asked, plans = [], []
+    real_room, real_explain = adapter.make_room, continue_stream.explain_oom
+    monkeypatch.setattr(adapter, "make_room", lambda need, *a, **k: (asked.append(need), real_room(need, *a, **k)))
+    monkeypatch.setattr(continue_stream, "explain_oom", lambda plan, **k: (plans.append(plan), real_explain(plan, **k))[1])
+    _, cont = CausalWanContinue().go_on(state, 2)
+    assert plans[0].kv_cache == cont.stream.cache_bytes() > on_device > 0
+    assert asked == [cont.stream.cache_bytes() - on_device]  # the fork took over the 7 frames already there
+    CausalWanContinue().go_on(state, 2)  # a re-queue: the upstream's copy is parked, all of it comes back
+    assert asked[1] == plans[1].kv_cache
+
+
 def test_an_out_of_memory_error_in_continue_does_not_keep_the_forks_caches(pair, start, monkeypatch):
     # ComfyUI keeps the error (and so its traceback's frames) after the run failed
     import gc

@@ -292,6 +292,10 @@ class Stream:
     def cache_bytes(self) -> int:
         return sum(c.nbytes() for c in self.caches.values())
 
+    def device_cache_bytes(self) -> int:
+        """Bytes of the caches on the compute device now (the parked ones wait in host memory)."""
+        return sum(c.nbytes() for c in self.caches.values() if not c.parked)
+
     def reserve(self, frames: int) -> None:
         """Size window-less caches for `frames` more frames, so they grow once instead of doubling."""
         for c in self.caches.values():

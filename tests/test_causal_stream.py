@@ -108,6 +108,26 @@ def test_fork_takes_over_the_caches_and_parks_one_copy(opts):
     assert torch.equal(s.next_chunk(), expected) and not s.parked  # the parked stream itself can still run
 
 
+@pytest.mark.parametrize("opts", [{}, dict(window=7, sink=1), dict(cache_dtype=torch.float8_e4m3fn)])
+def test_fork_parks_its_copy_in_host_memory_not_on_the_compute_device(opts, monkeypatch):
+    # on a CPU the host is the compute device; "meta" stands in for host memory so a copy left on the compute
+    # device shows (the parked half only: a meta copy holds no values to run from)
+    from causalwan.causal.sampling import stream as stream_module
+
+    reference = new_stream(pair(), seed=3, **opts)
+    reference.next_chunk()
+    expected = reference.fork().next_chunk()
+    s = new_stream(pair(), seed=3, **opts)
+    s.next_chunk()
+    held = cache_storages(s)
+    monkeypatch.setattr(stream_module, "HOST", torch.device("meta"))
+    f = s.fork()
+    parked = [t for c in s.caches.values() for t in c.k + c.v + c.k_scale + c.v_scale + c.sink_raw]
+    assert s.parked and parked and {t.device.type for t in parked} == {"meta"}  # every parked tensor off device
+    assert cache_storages(f) == held and {t.device.type for c in f.caches.values() for t in c.k + c.v} == {"cpu"}
+    assert torch.equal(f.next_chunk(), expected)  # the fork runs on the buffers it took over
+
+
 def test_dense_single_expert_and_text_to_video():
     s = Stream(ExpertPair(low=tiny_model(1)), seed=0, latent_hw=(4, 6))
     s.set_prompt(torch.randn(1, 6, 32))

@@ -5,6 +5,7 @@ import dataclasses
 
 import torch
 
+from ..causal.memory.host_room import check_host_room
 from ..causal.memory.oom import explain_oom
 from ..causal.model.kv_cache import check_window
 from ..causal.sampling import settings
@@ -114,6 +115,7 @@ class CausalWanChunkSampler:
         plan = model.memory_plan(start.latent_hw[0] * 8, start.latent_hw[1] * 8, chunk_frames=options.chunk_frames,
                                  frames=total, window=options.window, sink=options.sink,
                                  cache_dtype=options.cache_dtype)
+        check_host_room(plan)  # swap/blocks: the idle expert's cache waits in host memory
         adapter.make_room(plan.kv_cache, model.device)
         with explain_oom(plan, device=model.device):  # out of memory: the planner's advice (mode, fp8 cache, size)
             return self._run(model, start, schedule, options, num_chunks, seed, vae, unique_id,

@@ -10,6 +10,7 @@ import dataclasses
 
 import torch
 
+from ..causal.memory.host_room import check_host_room
 from ..causal.memory.oom import explain_oom
 from ..causal.sampling import settings
 from . import comfy_adapter as adapter
@@ -62,6 +63,8 @@ class CausalWanContinue:
         # the fork takes over the upstream's caches (or, on a re-queue, gets its parked copy back): on the device
         # the caches only grow to the new length; the upstream keeps its copy in host memory (plan.host). Only
         # what is not on the device yet is asked for.
+        # the upstream's parked caches are in host memory already; the rest of plan.host is new there
+        check_host_room(plan, already=src.cache_bytes() - src.device_cache_bytes())
         adapter.make_room(max(0, plan.kv_cache - src.device_cache_bytes()), stream.model.device)
         schedule, slots = None, None
         if prompts is not None:

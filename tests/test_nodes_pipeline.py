@@ -326,6 +326,28 @@ def test_continue_asks_comfyui_only_for_the_room_its_caches_grow_by(pair, start,
     assert asked[1] == plans[1].kv_cache
 
 
+def test_continue_refuses_a_parked_copy_the_host_memory_cannot_hold_before_copying_anything(pair, start,
+                                                                                             monkeypatch):
+    from causalwan.causal.memory import host_room
+
+    assert host_room.host_available() > 0  # this machine says how much it has
+    model, _ = pair
+    _, state = sample(model, start, conditioning(), chunks=2)
+    copy = state.stream.cache_bytes()  # what fork() would put in host memory
+    monkeypatch.setattr(host_room, "host_available", lambda: copy - 1)
+    with pytest.raises(MemoryError, match="need 0.0 GiB more, but only 0.0 GiB of host memory is available; use "
+                                          "kv_cache fp8_e4m3fn in the sampler"):
+        CausalWanContinue().go_on(state, 2)
+    assert not state.stream.parked and state.stream.device_cache_bytes() == copy  # nothing copied or taken
+    monkeypatch.setattr(host_room, "host_available", lambda: copy)
+    CausalWanContinue().go_on(state, 2)  # exactly enough
+    assert state.stream.parked
+    swap, _ = CausalWanModelLoader().load("tiny_high.safetensors", "tiny_low.safetensors", "none", offload="swap")
+    monkeypatch.setattr(host_room, "host_available", lambda: 0)
+    with pytest.raises(MemoryError, match="host memory"):  # swap: the idle expert's cache waits there
+        sample(swap, start, conditioning(), chunks=2)
+
+
 def test_an_out_of_memory_error_in_continue_does_not_keep_the_forks_caches(pair, start, monkeypatch):
     # ComfyUI keeps the error (and so its traceback's frames) after the run failed
     import gc

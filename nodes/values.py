@@ -70,6 +70,8 @@ class LoadedModel:
     def release(self) -> None:
         """Free the weights and the caches of every stream built on them (the loader ran again), so what the
         loader plans next sees that memory free; any later use raises a readable error."""
+        from ..causal.model.rope import clear_tables
+
         for state in list(self.streams):
             state.release()
         if self.policy is not None:  # hooks off, weights back where their masters are (no copy), policy dropped
@@ -79,6 +81,7 @@ class LoadedModel:
             m.to("meta")
         self.released = True
         self.experts.released = True  # seen by the copies CausalWan LoRA made of this value too
+        clear_tables()  # the RoPE tables its streams used stay on the device otherwise
 
     def check(self) -> None:
         if self.released or getattr(self.experts, "released", False):

@@ -200,6 +200,22 @@ def test_a_reloaded_model_releases_every_stream_built_on_it_before_planning(star
         CausalWanContinue().go_on(cont, 1)
 
 
+def test_a_released_model_drops_the_rope_tables_its_streams_used(start):
+    from causalwan.causal.model import rope
+
+    loader = CausalWanModelLoader()
+    old, _ = loader.load("tiny_high.safetensors", "tiny_low.safetensors", "none", offload="resident", unique_id="6")
+    sample(old, start, conditioning(), chunks=1)
+    cfg = old.config
+    table = rope.rope_table(range(1, 4), 2, 2, cfg.head_dim, cfg.rope_table)  # the first chunk's, memoised
+    assert rope.rope_table(range(1, 4), 2, 2, cfg.head_dim, cfg.rope_table)[0] is table[0]
+    tables = [weakref.ref(t) for t in table]
+    del table
+    assert all(r() is not None for r in tables)  # held by the memo
+    loader.load("tiny_high.safetensors", "tiny_low.safetensors", "none", offload="resident", unique_id="6")
+    assert old.released and all(r() is None for r in tables)
+
+
 def test_windowed_stream_runs_past_the_window(pair, start):
     model, _ = pair
     latent, state = sample(model, start, conditioning(), chunks=4, window_frames=6, sink_frames=1)

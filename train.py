@@ -33,20 +33,24 @@ def load_pair(path: str) -> ExpertPair:
     return load_experts(folder=p, dtype=torch.float32) if p.is_dir() else load_experts(low=p, dtype=torch.float32)
 
 
+def encode_start_images(folder, vae, width: int, height: int) -> list[torch.Tensor]:
+    """Every image of `folder`, fitted to width x height and encoded by `vae` (WanVAE): start latents for
+    image-to-video training (shared by this command and the CausalWan Train (DMD) node)."""
+    from .cli_checks import read_image
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise ConfigError(f"start images '{folder}' is not a folder of images ({', '.join(IMAGE_SUFFIXES)})")
+    return [vae.encode_images(read_image(str(f), width, height)).cpu() for f in files]
+
+
 def start_latents(cfg: TrainConfig) -> list[torch.Tensor] | None:
     if not cfg.start_images:
         return None
     if not cfg.vae:
         raise ConfigError("start_images needs `vae` (the Wan VAE that encodes them)")
-    from .cli_checks import read_image
     from .vae.weights import load_vae
-    folder = Path(cfg.start_images)
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    if not files:
-        raise ConfigError(f"start_images '{folder}' is not a folder of images ({', '.join(IMAGE_SUFFIXES)})")
-    vae = load_vae(cfg.vae)
-    h, w = cfg.latent_height * 8, cfg.latent_width * 8
-    return [vae.encode_images(read_image(str(f), w, h)).cpu() for f in files]
+    return encode_start_images(cfg.start_images, load_vae(cfg.vae), cfg.latent_width * 8, cfg.latent_height * 8)
 
 
 def prompt_set(cfg: TrainConfig) -> PromptSet:
@@ -78,20 +82,6 @@ def build(cfg: TrainConfig) -> DMDTrainer:
     return DMDTrainer(cfg, generator, teacher, prompts, accelerator=acc)
 
 
-def memory_estimate(trainer: DMDTrainer) -> str:
-    """The planner's per-GPU estimate for this run (causal/memory/train_memory.py)."""
-    from .causal.memory.train_memory import plan_training
-    c, gen = trainer.config, trainer.generator
-    plan = plan_training(gen.config, c.latent_height * 8, c.latent_width * 8, frames=c.latent_frames,
-                         chunk_frames=c.chunk_frames, experts=len(gen.names), teacher=trainer.teacher.config,
-                         gpus=trainer.acc.num_processes, fsdp=c.fsdp,
-                         batch=c.batch_size // trainer.acc.num_processes, param_dtype=gen.low.dtype,
-                         compute=torch.bfloat16 if c.mixed_precision == "bf16" else gen.low.dtype,
-                         activation_checkpointing=c.activation_checkpointing,
-                         first_alone=len(gen.names) == 2 and not trainer.prompts.starts)
-    return plan.describe()
-
-
 def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -114,7 +104,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(a.config, parse_overrides(a.set))
         trainer = build(cfg)
-        trainer.acc.print(memory_estimate(trainer))
+        trainer.acc.print(trainer.memory_plan().describe())
         if cfg.init_steps and trainer.step == 0 and trainer.init_steps_done < cfg.init_steps:
             trainer.causal_init(cfg.init_steps, callback=lambda i: trainer.acc.print(json.dumps(i)))
         trainer.train(callback=lambda i: trainer.acc.print(json.dumps(

@@ -7,6 +7,7 @@ from .model_loader import CausalWanModelLoader
 from .prompt_switch import CausalWanPromptSwitch
 from .start_image import CausalWanImageConditioner
 from .text_encode import CausalWanTextEncode
+from .train_dmd import CausalWanTrainDMD
 from .vae_loader import CausalWanVAELoader
 
 NODE_CLASS_MAPPINGS = {
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS = {
     "CausalWanChunkSampler": CausalWanChunkSampler,
     "CausalWanContinue": CausalWanContinue,
     "CausalWanDecode": CausalWanDecode,
+    "CausalWanTrainDMD": CausalWanTrainDMD,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -31,6 +33,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CausalWanChunkSampler": "CausalWan Chunk Sampler",
     "CausalWanContinue": "CausalWan Continue Stream",
     "CausalWanDecode": "CausalWan Decode (Streaming VAE)",
+    "CausalWanTrainDMD": "CausalWan Train (DMD)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -216,6 +216,23 @@ def is_interrupt(error: BaseException) -> bool:
     return isinstance(error, Interrupted) or (isinstance(kind, type) and isinstance(error, kind))
 
 
+def interrupt_requested() -> bool:
+    """True when a stop was requested (Cancel), without consuming the request: a loop can end cleanly (e.g. after
+    a checkpoint) and then call throw_if_interrupted()."""
+    mm = comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "processing_interrupted") and mm.processing_interrupted():
+        return True
+    return _interrupt.is_set()
+
+
+def output_directory() -> Path:
+    """ComfyUI's output folder (./output outside ComfyUI)."""
+    fp = comfy("folder_paths")
+    if fp is not None and hasattr(fp, "get_output_directory"):
+        return Path(fp.get_output_directory())
+    return Path(os.environ.get("CAUSALWAN_OUTPUT_DIR", "output"))
+
+
 # ------------------------------------------------------------------------------------------- devices, memory
 def torch_device() -> torch.device:
     """The compute device: ComfyUI's choice inside ComfyUI, else CUDA when present, else CPU."""

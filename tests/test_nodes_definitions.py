@@ -23,6 +23,12 @@ EXPECTED = {
     "CausalWanContinue": (("LATENT", "CAUSALWAN_STREAM"), ["stream", "num_chunks", "prompts", "vae"]),
     "CausalWanDecode": (("IMAGE",), ["vae", "latent", "tile_size"]),
     "CausalWanTextEncode": (("CONDITIONING",), ["text_encoder", "text", "device"]),
+    "CausalWanTrainDMD": (("CAUSALWAN_MODEL", "STRING"), ["model", "teacher", "save_name", "steps", "lr_generator",
+                                                          "lr_critic", "guidance", "critic_steps_per_update", "width",
+                                                          "height", "latent_frames", "seed",
+                                                          "activation_checkpointing", "conditioning", "negative",
+                                                          "prompts_file", "text_encoder", "negative_prompt",
+                                                          "start_images_folder", "vae"]),
 }
 
 

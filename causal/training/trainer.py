@@ -20,6 +20,8 @@ Programmatic use (modules you already have; pure PyTorch + accelerate, nothing o
   calls callback(info) after every step and returns when stop() is true (checked before each step), after
   writing a checkpoint, so the last checkpoint is always complete. trainer.step_once() runs one iteration;
   trainer.causal_init(steps) runs the optional ODE regression stage (each chunk at its own random plan step).
+  trainer.memory_plan() is the planner's per-GPU estimate. fresh_pair(loaded_pair, device) makes trainable fp32
+  copies of models from the pack's loader (the ComfyUI node CausalWan Train (DMD), nodes/train_dmd.py, does that).
 
 From a config file (JSON, TOML or YAML; keys are the TrainConfig fields):
 
@@ -95,6 +97,27 @@ def check_compatible(teacher: ExpertPair, generator: ExpertPair) -> None:
 
 def trainable_copy(pair: ExpertPair) -> ExpertPair:
     return ExpertPair(*(copy.deepcopy(m) for m in (pair.low, pair.high)), boundary=pair.boundary, shift=pair.shift)
+
+
+def fresh_pair(pair: ExpertPair, device, dtype=torch.float32) -> ExpertPair:
+    """New plain modules holding `pair`'s weights at `dtype` on `device` (no offload hooks or LoRA side deltas
+    of a loaded model); fp8-stored weights are refused (they cannot be trained)."""
+    from ..model.fp8 import FP8Linear, is_fp8
+    from ..model.transformer import CausalWanModel
+
+    def copy_of(m):
+        sd = m.state_dict()
+        if any(isinstance(x, FP8Linear) for x in m.modules()) or any(is_fp8(v.dtype) for v in sd.values()):
+            raise ValueError("this model holds fp8 weights, which cannot be trained; load it with weight_dtype "
+                             "bf16 (or auto from a bf16 / fp32 file)")
+        with torch.device(device):
+            new = CausalWanModel(m.config).to(dtype)
+        new.load_state_dict({k: v.to(device, dtype) for k, v in sd.items()})
+        return new
+
+    return ExpertPair(copy_of(pair.low), None if pair.high is None else copy_of(pair.high), boundary=pair.boundary,
+                      shift=pair.shift, share_cross_cache=pair.share_cross_cache,
+                      defaults=getattr(pair, "defaults", None))
 
 
 def params(pair: ExpertPair) -> list[nn.Parameter]:
@@ -286,6 +309,18 @@ class DMDTrainer:
 
     def save_checkpoint(self) -> Path | None:
         return checkpoints.save_trainer(self)
+
+    def memory_plan(self):
+        """The planner's per-GPU estimate for this run (causal/memory/train_memory.py)."""
+        from ..memory.train_memory import plan_training
+        c, gen = self.config, self.generator
+        compute = torch.bfloat16 if c.mixed_precision == "bf16" else gen.low.dtype
+        return plan_training(gen.config, c.latent_height * 8, c.latent_width * 8, frames=c.latent_frames,
+                             chunk_frames=c.chunk_frames, experts=len(gen.names), teacher=self.teacher.config,
+                             gpus=self.acc.num_processes, fsdp=c.fsdp, batch=c.batch_size // self.acc.num_processes,
+                             param_dtype=gen.low.dtype, compute=compute,
+                             activation_checkpointing=c.activation_checkpointing,
+                             first_alone=gen.high is not None and not self.prompts.starts)
 
     # ----------------------------------------------------------------- output
     def generator_weights(self) -> dict[str, dict]:

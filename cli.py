@@ -1,6 +1,6 @@
 """The main job from the command line: animate a start image into a streamed MP4, chunk by chunk.
 
-    python -m causalwan.cli                       # no weights: a tiny random model (the video is noise)
+    python -m causalwan.cli                       # no weights given: the bundled tiny world
     python -m causalwan.cli --folder CausalWan2.2-I2V-A14B-Diffusers --prompt "..." --out out/video.mp4
     python -m causalwan.cli --prompt "a fox walks" --switch 4 "the fox starts to run"   # prompt switch at chunk 4
 
@@ -12,7 +12,6 @@ Ctrl-C leaves an existing <out> as it was.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -24,36 +23,15 @@ import torch
 from .causal.memory.memory_plan import GIB, MODES, plan_memory, replace_plan
 from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload, part_bytes, weight_dtype_of
 from .causal.model.kv_cache import CACHE_DTYPES
-from .causal.model.config import WanConfig
-from .causal.model.transformer import CausalWanModel
-from .causal.sampling.experts import ExpertPair
 from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
 from .causal.sampling.defaults import model_defaults
 from .causal.sampling.stream import Stream, StreamOptions
 from .cli_checks import BUNDLED_IMAGE, CheckedArgs, UsageError, check_args
 from .cli_endings import Stopped, end, fail, stopped_by_signals
-from .vae.random_init import random_vae
 from .vae.streaming import StreamingDecoder
 from .video_writer import Mp4Writer
 
-DEMO_CONFIG = WanConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=64, text_len=32, freq_dim=64)
-DEFAULT_PROMPT = "a calm lake under a warm evening sun, gentle waves, birds flying"
-
-
-def demo_models(seed: int, boundary: float | None = None, shift: float | None = None):
-    """Tiny random-weight experts and VAE: the pipeline runs end to end, the picture is noise."""
-    torch.manual_seed(seed)
-    high, low = CausalWanModel(DEMO_CONFIG).eval(), CausalWanModel(DEMO_CONFIG).eval()
-    pair = ExpertPair(low=low, high=high, boundary=boundary or 875.0, shift=shift or 5.0)
-    return pair, random_vae(base_dim=8, seed=seed)
-
-
-class DemoText:
-    """A stand-in text encoder: an embedding derived from the prompt (no text encoder without weights)."""
-
-    def encode(self, prompts: list[str]) -> list[torch.Tensor]:
-        seeds = [int.from_bytes(hashlib.sha256(p.encode()).digest()[:4], "little") for p in prompts]
-        return [torch.randn(12, DEMO_CONFIG.text_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
+DEFAULT_PROMPT = "a red circle moves right"  # what the bundled start image shows, in the tiny world's words
 
 
 def encode_prompts(encoder, a, c: CheckedArgs, device) -> PromptSchedule:
@@ -103,10 +81,7 @@ def apply_loras(experts, loras: list) -> str:
 
 def memory_plan(c: CheckedArgs, a, dtype):
     """The planner's plan for this run and its line, from the file headers (nothing loaded yet)."""
-    if c.files.demo:
-        cfg, experts = DEMO_CONFIG, 2
-    else:
-        cfg, experts = c.files.config, c.files.experts
+    cfg, experts = c.files.config, c.files.experts
     plan = plan_memory(cfg, c.height, c.width, chunk_frames=a.frames_per_chunk,
                        frames=1 + a.chunks * a.frames_per_chunk, window=a.window or None, sink=a.sink,
                        experts=experts, weight_dtype=dtype, shared_cross=experts == 2,
@@ -144,7 +119,7 @@ def parse_args(argv):
 def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m causalwan.cli (or causalwan-run)", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_argument_group("model files (none given: a tiny random demo model)")
+    src = ap.add_argument_group("model files (none given: the bundled tiny world, assets/tinyworld)")
     src.add_argument("--folder", help="diffusers folder of the release (transformer/, transformer_2/, vae/, ...) "
                                        "(default: none)")
     src.add_argument("--high", help="high-noise expert file (ComfyUI diffusion_models single file); needs "
@@ -168,11 +143,11 @@ def build_parser() -> ArgumentParser:
                                                           "latent frames = 4x video frames (default: %(default)s)")
     ap.add_argument("--frames-per-chunk", type=int, default=None, help="latent frames per chunk (default: the "
                                                                        "model's: 3, 1 for frame-wise Causal Forcing)")
-    ap.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 832; demo 256)")
-    ap.add_argument("--height", type=int, default=None, help="pixels, multiple of 16 (default 480; demo 160)")
+    ap.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 832; tiny world 128)")
+    ap.add_argument("--height", type=int, default=None, help="pixels, multiple of 16 (default 480; tiny world 128)")
     ap.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2^64-1 (default: %(default)s)")
     ap.add_argument("--steps", default=None, help="timesteps, e.g. '1000,750,500,250' (default: the model's own: 8 "
-                                                  "for CausalWan2.2-I2V-A14B and the demo, 4 for a dense model)")
+                                                  "for CausalWan2.2-I2V-A14B and the tiny world, 4 for a dense model)")
     ap.add_argument("--shift", type=float, default=None, help="scheduler shift, positive (default: the "
                                                               "checkpoint's, else 5)")
     ap.add_argument("--boundary", type=float, default=None, help="expert boundary timestep in (0, 1000) "
@@ -234,17 +209,12 @@ def run(a, c: CheckedArgs, report: dict) -> dict:
     report["plan"], line = memory_plan(c, a, dtype)  # an out-of-memory error is explained from it (main)
     print(line, flush=True)
     if c.files.demo:
-        print("No model files given: running a tiny built-in model with RANDOM weights. The pipeline runs end to "
-              "end (encode, stream, decode, MP4), but the video will be noise because no weights are present. "
-              "Pass --folder (or --high/--low, or --model) to use real weights.", flush=True)
-        experts, vae = demo_models(a.seed, c.boundary, c.shift)
-        experts.low.to(device if a.offload == "resident" else "cpu"), vae.to(device)
-        experts.high.to(device if a.offload == "resident" else "cpu")
-        encoder = DemoText()
-    else:
-        experts, vae, encoder = real_models(c, dtype, a.offload)
-    if not c.files.demo:
-        print(f"model: {model_defaults(experts).describe(experts.shift)}", flush=True)
+        print("No model files given: using the bundled tiny world (assets/tinyworld), a small causal expert pair "
+              "trained on 128x128 videos of one coloured circle or square over gray; prompts read \"a "
+              "{red|green|blue|yellow} {circle|square} moves {left|right|up|down}\". Pass --folder (or --high/--low, "
+              "or --model) for a real model.", flush=True)
+    experts, vae, encoder = real_models(c, dtype, a.offload)
+    print(f"model: {model_defaults(experts).describe(experts.shift)}", flush=True)
     if c.loras:
         print(apply_loras(experts, c.loras), flush=True)
     schedule = encode_prompts(encoder, a, c, device)

@@ -21,10 +21,11 @@ from .causal.sampling.schedule import parse_steps
 from .causal.weights.checkpoint_files import not_weights
 from .vae.image_fit import check_image, fit_image, snap
 
-BUNDLED_IMAGE = Path(__file__).resolve().parent / "assets" / "start.png"
+BUNDLED_IMAGE = Path(__file__).resolve().parent / "assets" / "start.png"  # a frame of the tiny world
+TINY_WORLD = Path(__file__).resolve().parent / "assets" / "tinyworld"  # the model used when none is given
 MAX_FPS = 240
 MAX_FRAMES_PER_CHUNK = 21
-DEMO_SIZE, MODEL_SIZE = (256, 160), (832, 480)  # (width, height) when --width/--height are not given
+DEMO_SIZE, MODEL_SIZE = (128, 128), (832, 480)  # (width, height) when --width/--height are not given
 
 
 class UsageError(ValueError):
@@ -33,7 +34,7 @@ class UsageError(ValueError):
 
 @dataclass
 class ModelFiles:
-    """Where the weights come from; all None: the tiny random demo model."""
+    """Where the weights come from; demo: none were given, the bundled tiny world (assets/tinyworld) is used."""
 
     folder: Path | None = None
     high: Path | None = None
@@ -42,10 +43,7 @@ class ModelFiles:
     text_encoder: Path | None = None
     config: object = None  # WanConfig read from the experts' headers (nothing loaded yet)
     experts: int = 2
-
-    @property
-    def demo(self) -> bool:
-        return self.folder is None and self.low is None
+    demo: bool = False
 
 
 @dataclass
@@ -214,12 +212,15 @@ def check_model_files(a) -> ModelFiles:
     if files.high is not None and files.high.resolve() == files.low.resolve():
         raise UsageError(f"--high and --low are the same file ('{a.high}'); give the high-noise expert to --high and "
                          f"the low-noise expert to --low")
-    if files.demo:
+    if files.folder is None and files.low is None:
         for flag, v in (("--vae", a.vae), ("--text-encoder", a.text_encoder)):
             if v:
                 raise UsageError(f"{flag} was given without a model; add --folder, --high/--low or --model, or leave "
-                                 f"{flag} out for the random demo model")
-        return files
+                                 f"{flag} out for the bundled tiny world")
+        if not (TINY_WORLD / "model_index.json").is_file():
+            raise UsageError(f"no model files were given and the bundled tiny world '{TINY_WORLD}' is missing; "
+                             f"reinstall the pack, or pass --folder (or --high/--low, or --model)")
+        files = ModelFiles(folder=TINY_WORLD, demo=True)
     folder = files.folder
     if files.vae is None:
         if folder is None or not (folder / "vae").is_dir():
@@ -240,8 +241,6 @@ def read_model_headers(files: ModelFiles) -> None:
     differ, stop here, before any weight is read."""
     from .causal.weights.loader import peek_experts
 
-    if files.demo:
-        return
     folder = files.folder
     try:
         files.config, files.experts = peek_experts(files.high, None if folder else files.low, folder)

@@ -1,4 +1,5 @@
 """The CausalWan nodes (classic ComfyUI API): ids and display names, one class per file."""
+from . import comfy_adapter
 from .chunk_sampler import CausalWanChunkSampler
 from .continue_stream import CausalWanContinue
 from .decode import CausalWanDecode
@@ -35,5 +36,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CausalWanDecode": "CausalWan Decode (Streaming VAE)",
     "CausalWanTrainDMD": "CausalWan Train (DMD)",
 }
+
+comfy_adapter.offer_tiny_world_image()  # the tiny world workflow's start image, in ComfyUI's input folder
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

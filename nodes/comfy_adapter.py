@@ -25,6 +25,8 @@ MODEL_EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
 FOLDER_KINDS = ("diffusion_models", "vae", "text_encoders", "loras")
 STREAM_EVENT = "causalwan.stream"
 _DIFFUSERS_MARKERS = ("model_index.json", "transformer/config.json")
+# The pack's own models folder: the tiny world (assets/tinyworld/) is offered as a diffusers folder "tinyworld/"
+BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "assets"
 _FOLDER_SEARCH_DEPTH = 2
 
 _folders: dict[str, list[str]] | None = None
@@ -64,17 +66,19 @@ def set_models_dir(root) -> None:
 
 
 def folder_paths(kind: str) -> list[str]:
-    """The folders searched for `kind`."""
+    """The folders searched for `kind`; diffusion_models also searches the pack's bundled models (the tiny world)
+    unless set_model_folders chose the folders."""
     if _folders is not None:
         return list(_folders.get(kind, []))
+    bundled = [str(BUNDLED_MODELS)] if kind == "diffusion_models" else []
     fp = comfy("folder_paths")
     if fp is not None:
         try:
-            return list(fp.get_folder_paths(kind))
+            return list(fp.get_folder_paths(kind)) + bundled
         except Exception:
-            return []
+            return bundled
     root = Path(os.environ.get("CAUSALWAN_MODELS_DIR", "models"))
-    return [str(root / kind)]
+    return [str(root / kind)] + bundled
 
 
 def _walk_files(root: Path) -> list[str]:
@@ -119,6 +123,23 @@ def model_files(kind: str) -> list[str]:
         files = [f for root in folder_paths(kind) if Path(root).is_dir() for f in _walk_files(Path(root))]
     inside = tuple(diffusers_folders(kind))
     return sorted({f for f in files if not f.replace("\\", "/").startswith(inside)})
+
+
+def offer_tiny_world_image(name: str = "causalwan_tinyworld.png") -> Path | None:
+    """Inside ComfyUI: put the tiny world's start image (assets/start.png) in the input folder under `name`, once,
+    so the tiny world workflow's LoadImage finds it; a file already there is left alone."""
+    fp = comfy("folder_paths")
+    if fp is None:
+        return None
+    try:
+        target = Path(fp.get_input_directory()) / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((BUNDLED_MODELS / "start.png").read_bytes())
+        return target
+    except OSError as e:  # a read-only input folder: the workflow's note says where the image is
+        log.warning("CausalWan: could not copy the tiny world start image to the input folder: %s", e)
+        return None
 
 
 def get_full_path(kind: str, name: str) -> str:

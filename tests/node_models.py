@@ -6,6 +6,7 @@
     models/diffusion_models/tiny_wide_low.safetensors                     an expert of another width
     models/diffusion_models/not_a_model.safetensors                       a VAE put in the wrong folder
     models/diffusion_models/TinyCausalWan-Diffusers/                      the same pair + VAE as a diffusers folder
+    models/diffusion_models/tinyworld/                                    a link to the bundled tiny world
     models/vae/tiny_vae.safetensors                                       a Wan2.1-layout VAE (base_dim 8)
 Experts use head dim 128 (dim 128, 1 head) so that the loader infers the head count as for the released models.
 """
@@ -22,6 +23,7 @@ from tiny_models import tiny_model
 
 EXPERT = dict(dim=128, num_heads=1, ffn_dim=64)
 FOLDER = "TinyCausalWan-Diffusers/"
+TINY_WORLD = Path(__file__).resolve().parents[1] / "assets" / "tinyworld"
 TEXT_DIM = 32
 
 
@@ -43,6 +45,7 @@ def write_models(root: Path) -> Path:
     save_file(vae_sd, str(dm / "not_a_model.safetensors"))
 
     write_release_folder(dm / FOLDER.rstrip("/"), high, low, vae_sd)
+    (dm / "tinyworld").symlink_to(TINY_WORLD, target_is_directory=True)  # the bundled tiny world, as ComfyUI lists it
     return root
 
 

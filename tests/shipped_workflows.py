@@ -9,6 +9,7 @@ I2V_FILES = "Wan2.2 I2V A14B, single files.json"
 I2V_FOLDER = "Wan2.2 I2V A14B, diffusers folder.json"
 PROMPT_SWITCH = "Wan2.2 I2V A14B, prompt switch.json"
 T2V_DENSE = "Wan T2V 1.3B, Self Forcing dense.json"
+TINY_WORLD = "Tiny world, ready to run.json"  # the bundled model (assets/tinyworld), its own text encoder
 
 
 def all_workflows() -> list[Path]:

@@ -160,9 +160,10 @@ def test_bad_files_give_one_clear_error(tmp_path, model):
 
 def test_cli_lora_option_stacks_files_and_rejects_a_misfit(tmp_path, capsys):
     from causalwan import cli
-    from causalwan.causal.model.transformer import CausalWanModel
+    from causalwan.causal.weights.loader import load_transformer
+    from causalwan.cli_checks import TINY_WORLD
 
-    demo = CausalWanModel(cli.DEMO_CONFIG)
+    demo = load_transformer(TINY_WORLD / "transformer")  # the model the CLI runs when none is given
     a = write_lora(tmp_path / "a.safetensors", lora_factors(demo, rank=2, seed=1), "kohya", alpha=1.0)
     b = write_lora(tmp_path / "b.safetensors", lora_factors(demo, rank=2, seed=2), "diffusers")
     args = ["--chunks", "1", "--width", "64", "--height", "64"]

@@ -28,6 +28,7 @@ class FakeComfy:
             ["tiny_low.safetensors", FOLDER + "transformer/diffusion_pytorch_model.safetensors"]
             if kind == "diffusion_models" else ["tiny_vae.safetensors"])
         fp.get_full_path = lambda kind, name: str(root / kind / name) if (root / kind / name).is_file() else None
+        fp.get_input_directory = lambda: str(root / "input")
 
         class ProgressBar:
             def __init__(self, total, node_id=None):
@@ -76,10 +77,22 @@ def comfy(models, monkeypatch):
 
 def test_folders_come_from_folder_paths(comfy, models):
     assert adapter.folder_paths("vae") == [str(models / "vae")]
+    assert adapter.folder_paths("diffusion_models") == [str(models / "diffusion_models"), str(adapter.BUNDLED_MODELS)]
     assert adapter.model_files("diffusion_models") == ["tiny_low.safetensors"]  # folder contents left out
-    assert adapter.diffusers_folders() == [FOLDER]
+    assert adapter.diffusers_folders() == [FOLDER, "tinyworld/"]  # the pack's bundled tiny world is listed too
     assert adapter.get_full_path("vae", "tiny_vae.safetensors") == str(models / "vae" / "tiny_vae.safetensors")
-    assert CausalWanVAELoader.INPUT_TYPES()["required"]["vae_name"][0] == ["tiny_vae.safetensors", FOLDER]
+    assert CausalWanVAELoader.INPUT_TYPES()["required"]["vae_name"][0] == ["tiny_vae.safetensors", FOLDER,
+                                                                          "tinyworld/"]
+
+
+def test_the_tiny_world_start_image_is_offered_in_the_input_folder_once(comfy, models):
+    target = models / "input" / "causalwan_tinyworld.png"
+    assert adapter.offer_tiny_world_image() == target
+    assert target.read_bytes() == (adapter.BUNDLED_MODELS / "start.png").read_bytes()
+    target.write_bytes(b"the user's own picture")
+    adapter.offer_tiny_world_image()
+    assert target.read_bytes() == b"the user's own picture"  # never overwritten
+    target.unlink()
 
 
 def test_sampler_reports_to_comfyui(comfy):
@@ -124,7 +137,8 @@ def test_fallbacks_without_comfyui(models, monkeypatch, tmp_path):
     adapter.set_model_folders(None)
     monkeypatch.setenv("CAUSALWAN_MODELS_DIR", str(tmp_path))
     assert adapter.folder_paths("vae") == [str(tmp_path / "vae")]
-    assert adapter.model_files("vae") == [] and adapter.diffusers_folders() == []
+    assert adapter.model_files("vae") == [] and adapter.diffusers_folders() == ["tinyworld/"]  # the bundled one
+    assert adapter.offer_tiny_world_image() is None  # no ComfyUI input folder to put it in
     adapter.progress(1, 2)  # no ComfyUI, no listeners: nothing happens, nothing fails
     adapter.send_event({"chunk": 1})
     adapter.make_room(1 << 20)

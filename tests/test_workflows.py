@@ -11,7 +11,7 @@ import causalwan
 from core_nodes import COMFYUI_VERSION, CORE_NODES, FILE_LISTS
 from workflow_check import check_workflow, file_inputs_of
 from workflow_format import object_info, ui_to_api, widget_slots
-from shipped_workflows import FOLDER, I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE, all_workflows
+from shipped_workflows import FOLDER, I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE, TINY_WORLD, all_workflows
 
 ROOT = Path(causalwan.__file__).parent
 WORKFLOWS = all_workflows()
@@ -28,7 +28,7 @@ def by_type(wf, kind):
 
 
 def test_each_workflow_once_in_the_conventional_folder_with_a_thumbnail():
-    assert [p.name for p in WORKFLOWS] == sorted([I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE])
+    assert [p.name for p in WORKFLOWS] == sorted([I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE, TINY_WORLD])
     for other in ("workflows", "workflow", "examples", "example"):  # ComfyUI would list them all again
         assert not (ROOT / other).exists(), f"{other}/ would show every workflow twice in the template browser"
     for p in WORKFLOWS:
@@ -44,8 +44,9 @@ def test_workflow_fits_the_node_definitions(path):
     wf = load(path)
     assert check_workflow(wf, INFO, FILES) == []
     types = {n["type"] for n in wf["nodes"]}
-    assert {"CausalWanModelLoader", "CausalWanChunkSampler", "CausalWanDecode", "CLIPLoader", "CLIPTextEncode",
-            "CreateVideo", "SaveVideo"} <= types
+    text = {"CausalWanTextEncode"} if path.name == TINY_WORLD else {"CLIPLoader", "CLIPTextEncode"}
+    assert {"CausalWanModelLoader", "CausalWanChunkSampler", "CausalWanDecode", "CreateVideo", "SaveVideo"} | text \
+        <= types
     assert all(t in causalwan.NODE_CLASS_MAPPINGS or t in CORE_NODES or t == "MarkdownNote" for t in types)
     for clip in by_type(wf, "CLIPLoader"):
         assert clip["widgets_values"][1] == "wan"
@@ -70,7 +71,8 @@ def test_ui_to_api_conversion(path):
     assert isinstance(sampler["inputs"]["seed"], int)  # "fixed" (control_after_generate) is UI-only
     assert sampler["inputs"]["steps"] == "" and sampler["inputs"]["num_chunks"] >= 7
     for load_image in (v for v in api.values() if v["class_type"] == "LoadImage"):
-        assert load_image["inputs"] == {"image": "example.png"}  # the "upload" button value is UI-only
+        want = "causalwan_tinyworld.png" if path.name == TINY_WORLD else "example.png"
+        assert load_image["inputs"] == {"image": want}  # the "upload" button value is UI-only
     json.dumps(api)
 
 

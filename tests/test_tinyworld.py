@@ -1,0 +1,90 @@
+"""The bundled tiny world (assets/tinyworld): a causal expert pair trained from scratch by the pack's own code
+(python -m causalwan.tinyworld.build). The README's main job runs it; these tests check on the CLI's own MP4
+output that it does what its captions say, with the colour-centroid tracker of tinyworld/track.py."""
+import hashlib
+import re
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from causalwan import cli
+from causalwan.cli_checks import BUNDLED_IMAGE, TINY_WORLD
+from causalwan.tinyworld.evaluate import load_models, start_frame
+from causalwan.tinyworld.track import direction, track
+from causalwan.tinyworld.world import COLOURS, all_captions, caption, positions, render, start_scene, turned
+
+pytestmark = pytest.mark.skipif(not (TINY_WORLD / "model_index.json").is_file(), reason="no tiny world built")
+
+
+def read_mp4(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def run_cli(tmp_path, name, *args) -> np.ndarray:
+    out = tmp_path / f"{name}.mp4"
+    cli.main([*args, "--out", str(out)])
+    return read_mp4(out)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()
+    return float(10 * np.log10(255.0 ** 2 / mse))
+
+
+# --------------------------------------------------------------------------------------------- the world
+def test_the_world_and_its_captions():
+    caps = all_captions()
+    assert len(caps) == len(set(caps)) == 32
+    assert all(re.fullmatch(r"a (red|green|blue|yellow) (circle|square) moves (left|right|up|down)", c) for c in caps)
+    scene = start_scene("blue", "square", "left")
+    a, b = render(scene, 5), render(scene, 5)
+    assert a.shape == (5, 128, 128, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert tuple(a[0, 64, 64]) == COLOURS["blue"] and tuple(a[0, 5, 5]) == (128, 128, 128)
+    cents, areas = track(a)
+    assert np.allclose(cents[:, 0], 63.5 - np.arange(5) * scene.speed, atol=0.05)  # 1 px per frame to the left
+    assert np.allclose(areas, 28 * 28, rtol=0.05)
+    far = positions(scene, 200)  # bounces: always inside, moving right after the left wall
+    assert far[:, 0].min() >= scene.radius and (np.diff(far[60:80, 0]) > 0).all()
+    turn = positions(turned(scene, 10, "up"), 20)
+    assert direction(turn[:11]) == "left" and direction(turn[10:]) == "up"
+
+
+def test_bundled_start_image_is_a_world_frame():
+    image = np.asarray(Image.open(BUNDLED_IMAGE).convert("RGB"))
+    assert np.array_equal(image, start_frame("red", "circle"))
+    assert cli.DEFAULT_PROMPT == caption("red", "circle", "right")
+
+
+def test_release_folder_loads_through_the_real_loaders_and_matches_build_md():
+    m = load_models(TINY_WORLD, teacher=True)
+    assert m.experts.high is not None and m.experts.boundary == 875.0 and m.experts.share_cross_cache
+    assert m.experts.config.in_dim == 16 and m.experts.config.text_dim == m.encoder.dim
+    assert m.teacher.config == m.experts.config
+    emb = m.encoder.encode(all_captions())
+    flat = torch.stack([e[:6].flatten() for e in emb])
+    assert torch.cdist(flat, flat).add(torch.eye(32) * 1e9).min() > 1.0  # every caption its own embedding
+    table = (TINY_WORLD / "BUILD.md").read_text()
+    assert "python -m causalwan.tinyworld.build" in table
+    rows = re.findall(r"\| (\S+) \| (\d+) \| `([0-9a-f]{64})` \|", table)
+    files = sorted(p.relative_to(TINY_WORLD).as_posix() for p in TINY_WORLD.rglob("*") if p.is_file())
+    assert sorted(r[0] for r in rows) == [f for f in files if f != "BUILD.md"]
+    for name, size, digest in rows:
+        data = (TINY_WORLD / name).read_bytes()
+        assert len(data) == int(size) and hashlib.sha256(data).hexdigest() == digest
+    assert sum(int(r[1]) for r in rows) < 16e6  # a few MB
+
+
+# --------------------------------------------------------------------------------------------- the main job
+def test_default_run_shows_the_start_image_in_frame_0(tmp_path, capsys):
+    frames = run_cli(tmp_path, "default", "--chunks", "1")
+    text = capsys.readouterr().out
+    assert "bundled tiny world" in text and "RANDOM" not in text
+    assert frames.shape == (13, 128, 128, 3)
+    start = np.asarray(Image.open(BUNDLED_IMAGE).convert("RGB"))
+    assert psnr(frames[0], start) >= 25.0
+    _, areas = track(frames)
+    assert areas.min() > 100  # a red shape in every frame

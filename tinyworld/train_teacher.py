@@ -1,0 +1,102 @@
+"""Stage 3b: the bidirectional teacher, the pack's Wan DiT (causal/model/transformer.py, no cache), trained by
+flow matching on the world's latents, conditioned on the caption and on clean leading frames (the start image).
+
+x_t = (1 - s) x0 + s n, target v = n - x0, with s drawn uniformly and warped by the scheduler shift (most
+training where the few-step sampler spends its steps). Clean leading frames get t = 0 and no loss. One caption
+in ten is dropped (the empty prompt), so the teacher also has an unconditional score for guidance.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..causal.model.config import WanConfig
+from ..causal.model.transformer import CausalWanModel
+from ..causal.sampling.schedule import warp_sigma
+
+CONFIG = WanConfig(dim=64, ffn_dim=256, num_heads=2, num_layers=4, in_dim=16, out_dim=16, text_dim=32,
+                   text_len=32, freq_dim=64)  # text zero-padded to 32 tokens, all attended (the releases: 512)
+SHIFT = 3.0
+DROP_CAPTION = 0.1
+
+
+def new_teacher(seed: int) -> CausalWanModel:
+    torch.manual_seed(seed)
+    model = CausalWanModel(CONFIG)
+    with torch.no_grad():  # start as the identity-ish denoiser: zero output head, as DiTs are usually started
+        model.head.head.weight.zero_()
+        model.head.head.bias.zero_()
+    return model
+
+
+def text_batch(embeds: dict, captions: list[str], text_len: int) -> torch.Tensor:
+    out = torch.zeros(len(captions), text_len, next(iter(embeds.values())).shape[-1])
+    for i, c in enumerate(captions):
+        e = embeds[c]
+        out[i, : e.shape[0]] = e
+    return out
+
+
+def batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
+    """(x0, clean-prefix mask [B, F], text) of a random batch. A clip that turns keeps its frames before the turn
+    clean; a plain clip is the start image and what follows (prefix 1, half of them), a longer clean past
+    (prefix 2..F-2), or all noisy (prefix 0, the whole-clip denoiser DMD's scores ask for)."""
+    n, f = data["latents"].shape[0], data["latents"].shape[2]
+    idx = torch.randint(n, (size,), generator=gen)
+    x0 = data["latents"][idx].float()
+    prefix = data["prefix"][idx].clone()
+    plain = prefix == 1
+    r = torch.rand(size, generator=gen)
+    longer = torch.randint(2, f - 1, (size,), generator=gen)
+    prefix = torch.where(plain & (r < 0.25), torch.zeros_like(prefix), prefix)
+    prefix = torch.where(plain & (r > 0.75), longer, prefix)
+    clean = torch.arange(f)[None] < prefix[:, None]
+    caps = [data["captions"][i] for i in idx.tolist()]
+    drop = torch.rand(size, generator=gen) < DROP_CAPTION
+    caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
+    return x0, clean, text_batch(embeds, caps, CONFIG.text_len)
+
+
+def flow_loss(model, x0, clean, text, gen) -> torch.Tensor:
+    b, f = clean.shape
+    u = torch.rand(b, 1, generator=gen)
+    s = warp_sigma(u, SHIFT).expand(b, f) * (~clean)
+    noise = torch.randn(x0.shape, generator=gen)
+    sv = s[:, None, :, None, None]
+    xt = (1 - sv) * x0 + sv * noise
+    # clean frames are labelled t = 0 (the Stream's cache) or, for half the clips, with the clip's t (the trainer's
+    # teacher ODE holds the start frame clean under one timestep for the whole clip)
+    same = torch.rand(b, 1, generator=gen) < 0.5
+    t = torch.where(clean & same, warp_sigma(u, SHIFT).expand(b, f), s) * 1000.0
+    v = model(xt, t, text)
+    w = (~clean)[:, None, :, None, None].float()
+    return ((v - (noise - x0)) ** 2 * w).sum() / (w.sum() * x0.shape[1] * x0.shape[3] * x0.shape[4])
+
+
+def train(model, data, embeds, state: dict, steps: int, log, seed: int, size=8, lr=1e-3, save=None,
+          save_every=100) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+    if "opt" in state:
+        opt.load_state_dict(state["opt"])
+    model.train()
+    t0, avg = time.time(), None
+    for step in range(state.get("step", 0), steps):
+        gen = torch.Generator().manual_seed(seed * 100_003 + step)  # keyed by step: a resumed run draws the same
+        warm = min(1.0, (step + 1) / 50)
+        for g in opt.param_groups:
+            g["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss = flow_loss(model, *batch(data, embeds, gen, size), gen)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()
+        if step % 20 == 0 or step == steps - 1:
+            log(f"teacher step {step}/{steps} loss {avg:.4f} ({time.time() - t0:.0f}s)")
+        state["step"] = step + 1
+        if save is not None and (state["step"] % save_every == 0 or state["step"] == steps):
+            state["opt"] = opt.state_dict()
+            save(model, state)
+    model.eval()

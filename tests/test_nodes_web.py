@@ -1,8 +1,10 @@
 """web/*.js under Node.js with stub app/api modules, a stub graph and a minimal DOM: the extension registers
 once, the stream player collects every frame of the "causalwan.stream" events, names the prompt in force from
 the graph, plays at the fps of the CreateVideo node, and shows how the run ended; the prompt timeline warns
-about a switch after the sampler's last chunk; the text panels show the text a node sends. The real browser
-test is tests/test_browser_editor.py."""
+about a switch after the sampler's last chunk; the text panels show the text a node sends. Over a 3000-chunk
+run the player holds its frames within a byte budget (web/frame_store.js), releasing the oldest chunks' frames,
+with a scrub bar that still places every chunk and shades the released part. The real browser test is
+tests/test_browser_editor.py."""
 import json
 import shutil
 import subprocess
@@ -131,12 +133,68 @@ process.exit(0);
 """
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
+BOUND_DRIVER = r"""
+class El {
+  constructor() { this.children = []; this.style = {}; this.dataset = {}; this.textContent = ""; this.title = "";
+    this.src = ""; }
+  append(...c) { this.children.push(...c); } replaceChildren(...c) { this.children = c; } addEventListener() {}
+}
+globalThis.document = { createElement: () => new El() };
+globalThis.setInterval = () => 1; globalThis.clearInterval = () => {};
+const { FrameStore, FRAME_BYTE_BUDGET, frameAtFraction } = await import("./extensions/causalwan/frame_store.js");
+const { StreamPlayer } = await import("./extensions/causalwan/stream_player.js");
+const out = { default_budget: FRAME_BYTE_BUDGET };
+
+// a window+sinks stream of 3000 chunks (1 + 12 frames, then 12) of 1000-byte frames under a 100 kB budget
+const released = [];
+const player = new StreamPlayer({ store: new FrameStore({ budget: 100000, release: (src) => released.push(src) }) });
+const src = (f) => `data:image/jpeg;base64,${String(f).padStart(8, "0")}`.padEnd(1000, "A");
+let first = 0, peak = 0;
+const chunk = (k) => {
+  const n = k === 1 ? 13 : 12;
+  player.addChunk({ run: "r", kind: "chunk", chunk: k, chunks: 3000, first, total_frames: 1 + 12 * 3000, fps: 16,
+    prompt: k <= 1500 ? 1 : 2, frames: Array.from({ length: n }, (_, i) => src(first + i)) });
+  first += n; peak = Math.max(peak, player.store.bytes);
+};
+for (let k = 1; k <= 3000; k++) chunk(k);
+const st = player.store;
+out.after = { ...player.root.dataset, bytes: st.bytes, peak, start: st.start, store_end: st.end,
+  released_count: released.length, released_in_order: released.every((s, i) => s === src(i)),
+  before_start: st.get(st.start - 1) ?? null, at_start: st.get(st.start) === src(st.start),
+  newest: st.get(st.end - 1) === src(st.end - 1), img_newest_chunk: player.img.src.slice(0, 31) };
+// the scrub bar: every chunk's box where its frames are, the released part shaded, clicks mapped to held frames
+const segs = player.segments.children;
+out.track = { boxes: segs.length, chunk1500: [segs[1499].style.cssText, segs[1499].title],
+  shaded: player.releasedBox.style.width,
+  at0: frameAtFraction(0, 36001, st), at_half: frameAtFraction(0.5, 36001, st),
+  at_held: frameAtFraction(0.999, 36001, st), at1: frameAtFraction(1, 36001, st) };
+player.seek(5); out.seek_released = [player.root.dataset.frame, player.root.dataset.mode];
+// paused on the oldest held frame: the next chunks release it and the player moves to the oldest still held
+chunk(3001); out.moved = [player.root.dataset.frame, player.store.start];
+player.goLive(); chunk(3002); out.live = [player.root.dataset.mode, player.root.dataset.frame];
+player.tick(); out.live_tick = player.root.dataset.frame;
+// a new run lets go of every frame; blob: URLs are revoked
+const before = released.length;
+player.addChunk({ run: "r2", kind: "chunk", chunk: 1, chunks: 1, first: 0, total_frames: 1, fps: 16, prompt: 1,
+  frames: [src(0)] });
+out.new_run = [released.length - before, player.store.held, player.root.dataset.released];
+const revoked = []; URL.revokeObjectURL = (u) => revoked.push(u);
+const blobs = new FrameStore({ budget: 10 });
+blobs.add(0, ["blob:a", "blob:b"]); blobs.add(2, ["blob:c"]); blobs.add(3, ["data:x"]); blobs.clear();
+out.revoked = revoked;
+// the default budget with 20 kB frames: 64 MB, about 3300 frames
+const big = new FrameStore(); const body = "B".repeat(20000);
+for (let k = 0; k < 2000; k++) big.add(12 * k, Array.from({ length: 12 }, (_, i) => body + (12 * k + i)));
+out.default_run = [big.bytes, big.held, big.start, big.end];
+console.log(JSON.stringify(out));
+process.exit(0);
+"""
+
+
+def run_driver(root: Path, driver: str) -> dict:
     node = shutil.which("node")
     if node is None:
         pytest.skip("Node.js is not installed")
-    root = tmp_path_factory.mktemp("web")
     for rel, text in STUBS.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -144,10 +202,20 @@ def result(tmp_path_factory):
     ext.mkdir(parents=True)
     for js in WEB.glob("*.js"):
         shutil.copy(js, ext / js.name)
-    (root / "driver.mjs").write_text(DRIVER)
+    (root / "driver.mjs").write_text(driver)
     done = subprocess.run([node, "driver.mjs"], cwd=root, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    return run_driver(tmp_path_factory.mktemp("web"), DRIVER)
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory):
+    return run_driver(tmp_path_factory.mktemp("web"), BOUND_DRIVER)
 
 
 def test_one_extension_with_fixed_height_panels_never_saved(result):
@@ -198,3 +266,42 @@ def test_timeline_warns_about_a_switch_after_the_last_chunk(result):
 def test_text_panel_shows_what_the_node_sent(result):
     assert result["text_before"] == "the memory plan appears here after a run"
     assert result["text_after"] == "expert pair (high/low noise): 2 x 14.29B params, offload swap"
+
+
+
+def test_player_holds_frames_within_a_byte_budget_releasing_the_oldest_chunks(bounded):
+    a = bounded["after"]
+    # 3000 chunks of 12 kB (13 kB the first) under 100 kB: the newest 8 chunks held, every older frame released,
+    # each once and oldest first; the counters still count the whole run
+    assert (a["bytes"], a["peak"], a["held"], a["start"], a["store_end"]) == (96000, 97000, "96", 36001 - 96, 36001)
+    assert (a["frames"], a["total"], a["chunks"], a["released"]) == ("36001", "36001", "3000", str(36001 - 96))
+    assert a["released_count"] == 36001 - 96 and a["released_in_order"]
+    assert a["before_start"] is None and a["at_start"] and a["newest"]
+    assert (a["mode"], a["frame"]) == ("live", "35989")  # live follows the newest chunk as before
+    assert a["img_newest_chunk"] == "data:image/jpeg;base64,00035989"
+    # the default budget: 64 MiB, about 3300 frames of 20 kB over a 24000-frame run
+    assert bounded["default_budget"] == 64 * 1024 * 1024
+    size, held, start, end = bounded["default_run"]
+    assert size <= 64 * 1024 * 1024 and held == 3348 and (start, end) == (24000 - 3348, 24000)
+    assert size == sum(20000 + len(str(f)) for f in range(start, end))
+
+
+def test_scrub_bar_stays_truthful_after_frames_are_released(bounded):
+    t = bounded["track"]
+    assert t["boxes"] == 3000  # every chunk keeps its box, coloured by its prompt
+    style, title = t["chunk1500"]
+    assert f"left:{100 * (13 + 12 * 1498) / 36001}%;width:{100 * 12 / 36001}%" in style
+    assert title == "chunk 1500/3000: prompt 1"
+    assert t["shaded"] == f"{100 * (36001 - 96) / 36001}%"  # the released part, shaded
+    held_from = 36001 - 96
+    assert (t["at0"], t["at_half"]) == (held_from, held_from)  # a click on the released part: oldest held frame
+    assert (t["at_held"], t["at1"]) == (int(0.999 * 36001), 36000)
+    assert bounded["seek_released"] == [str(held_from), "playing"]
+    assert bounded["moved"] == [str(held_from + 12), held_from + 12]  # its frame released: moves to the oldest held
+    # live: from the newest chunk (3001, frames 36001-36012) on, playing on while chunk 3002 arrives
+    assert bounded["live"] == ["live", "36001"] and bounded["live_tick"] == "36002"
+
+
+def test_a_new_run_releases_every_frame_and_blob_urls_are_revoked(bounded):
+    assert bounded["new_run"] == [96, 1, "0"]
+    assert bounded["revoked"] == ["blob:a", "blob:b", "blob:c"]

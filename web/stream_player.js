@@ -1,15 +1,18 @@
-// The stream player inside the sampler and Continue nodes: holds every frame of the run (small JPEGs), plays
-// them at the video's fps as they arrive, with play/pause, a "live" mode that follows the newest chunk, a scrub
-// bar marked with chunk boundaries and coloured by the prompt in force, and the run's end state (done,
-// cancelled, failed). Plain DOM: the state is mirrored in data-* attributes of the root element.
+// The stream player inside the sampler and Continue nodes: holds the run's frames (small JPEGs; past a memory
+// budget the oldest chunks' frames are released, see frame_store.js), plays them at the video's fps as they
+// arrive, with play/pause, a "live" mode that follows the newest chunk, a scrub bar marked with chunk boundaries
+// and coloured by the prompt in force (its released part shaded), and the run's end state (done, cancelled,
+// failed). Plain DOM: the state is mirrored in data-* attributes of the root element.
 import { el } from "./dom_panel.js";
+import { FrameStore, frameAtFraction, trackLayout } from "./frame_store.js";
 import { slotColor } from "./prompt_labels.js";
 
 export const PLAYER_HEIGHT = 278;
 const SCREEN = 196;
 
 export class StreamPlayer {
-  constructor({ labelFor = (slot) => `prompt ${slot}`, fpsFor = (fps) => fps } = {}) {
+  constructor({ labelFor = (slot) => `prompt ${slot}`, fpsFor = (fps) => fps, store = new FrameStore() } = {}) {
+    this.store = store; // the frames, by frame number of the run
     this.labelFor = labelFor; // slot -> words, asked when a chunk arrives
     this.fpsFor = fpsFor; // the event's fps -> the fps to play at (e.g. the CreateVideo node's)
     this.root = el("div", "display:flex;flex-direction:column;gap:3px;width:100%;font:11px sans-serif;color:#ccc");
@@ -24,8 +27,10 @@ export class StreamPlayer {
     this.screen.append(this.img, this.badge, this.empty);
     this.track = el("div", "position:relative;height:14px;background:#2a2a2a;border-radius:3px;cursor:pointer");
     this.segments = el("div", "position:absolute;inset:0");
+    this.releasedBox = el("div", "position:absolute;top:0;bottom:0;left:0;width:0;pointer-events:none;" +
+      "background:repeating-linear-gradient(135deg,rgba(0,0,0,.75) 0 3px,rgba(60,60,60,.75) 3px 6px)");
     this.head = el("div", "position:absolute;top:-2px;bottom:-2px;width:2px;background:#fff;left:0");
-    this.track.append(this.segments, this.head);
+    this.track.append(this.segments, this.releasedBox, this.head);
     const row = el("div", "display:flex;gap:6px;align-items:center;height:22px");
     const button = "background:#333;color:#ddd;border:1px solid #555;border-radius:3px;font:11px sans-serif;" +
       "height:20px;padding:0 8px;cursor:pointer";
@@ -45,7 +50,7 @@ export class StreamPlayer {
   // A new run: forget the frames of the last one.
   reset(run, { totalFrames = 0, chunks = 0, fps = 16 } = {}) {
     this.run = run;
-    this.frames = [];
+    this.store.clear();
     this.chunkList = []; // {chunk, first, count, slot, label}
     this.totalFrames = totalFrames;
     this.chunks = chunks;
@@ -58,6 +63,7 @@ export class StreamPlayer {
     this.playing = run != null;
     this.lastLabel = undefined;
     this.segments.replaceChildren();
+    this.releasedBox.style.width = "0%";
     this.restartTimer();
     this.render();
   }
@@ -68,9 +74,10 @@ export class StreamPlayer {
     const label = this.labelFor(d.prompt);
     this.lastLabel = label;
     this.chunkList.push({ chunk: d.chunk, first: d.first, count: d.frames.length, slot: d.prompt, label });
-    d.frames.forEach((src, i) => (this.frames[d.first + i] = src));
-    this.totalFrames = Math.max(this.totalFrames, this.frames.length);
+    this.store.add(d.first, d.frames);
+    this.totalFrames = Math.max(this.totalFrames, this.store.end);
     if (this.frame < 0) this.show(0);
+    else if (this.frame < this.store.start) this.show(this.store.start); // its frame was released
     else if (this.live && d.first - this.frame > d.frames.length) this.show(d.first); // over a chunk behind
     this.drawSegments();
     this.render();
@@ -84,8 +91,8 @@ export class StreamPlayer {
   }
 
   play() {
-    if (!this.frames.length) return;
-    if (this.frame >= this.frames.length - 1 && !this.live) this.show(0);
+    if (!this.store.end) return;
+    if (this.frame >= this.store.end - 1 && !this.live) this.show(this.store.start);
     this.playing = true;
     this.restartTimer();
     this.render();
@@ -109,7 +116,7 @@ export class StreamPlayer {
 
   seek(frame) {
     this.live = false;
-    this.show(Math.max(0, Math.min(this.frames.length - 1, frame)));
+    this.show(this.store.clamp(frame));
     this.render();
   }
 
@@ -117,7 +124,9 @@ export class StreamPlayer {
     const move = (e) => {
       const box = this.track.getBoundingClientRect();
       const x = Math.max(0, Math.min(1, (e.clientX - box.left) / Math.max(1, box.width)));
-      this.seek(Math.floor(x * Math.max(1, this.totalFrames)));
+      this.live = false;
+      this.show(frameAtFraction(x, this.totalFrames, this.store));
+      this.render();
     };
     move(event);
     const up = () => {
@@ -130,8 +139,8 @@ export class StreamPlayer {
 
   // One playback step: the next frame, never past the newest one.
   tick() {
-    if (!this.playing || !this.frames.length) return;
-    if (this.frame + 1 < this.frames.length && this.frames[this.frame + 1]) {
+    if (!this.playing || !this.store.end) return;
+    if (this.frame + 1 < this.store.end && this.store.get(this.frame + 1)) {
       this.show(this.frame + 1);
       this.played += 1;
     } else if (!this.live) {
@@ -147,7 +156,7 @@ export class StreamPlayer {
 
   show(frame) {
     this.frame = frame;
-    const src = this.frames[frame];
+    const src = this.store.get(frame);
     if (src) {
       this.img.src = src;
       this.img.style.display = "block";
@@ -159,21 +168,24 @@ export class StreamPlayer {
   }
 
   drawSegments() {
-    const total = Math.max(1, this.totalFrames);
-    this.segments.replaceChildren(...this.chunkList.map((c) => {
-      const seg = el("div", `position:absolute;top:0;bottom:0;left:${(100 * c.first) / total}%;` +
-        `width:${(100 * c.count) / total}%;background:${slotColor(c.slot)};border-left:1px solid #111`);
+    const layout = trackLayout(this.chunkList, this.totalFrames, this.store.start);
+    this.segments.replaceChildren(...layout.chunks.map(({ chunk: c, left, width }) => {
+      const seg = el("div", `position:absolute;top:0;bottom:0;left:${left}%;` +
+        `width:${width}%;background:${slotColor(c.slot)};border-left:1px solid #111`);
       seg.title = `chunk ${c.chunk}/${this.chunks}: ${c.label}`;
       return seg;
     }));
+    this.releasedBox.style.width = `${layout.released.width}%`;
+    this.releasedBox.title = this.store.start ? `frames 1-${this.store.start} released to bound memory` : "";
   }
 
   render() {
-    const n = this.frames.length;
+    const n = this.store.received;
     const mode = this.live ? "live" : this.playing ? "playing" : "paused";
     const r = this.root.dataset;
     Object.assign(r, { run: this.run ?? "", frames: String(n), frame: String(this.frame), total: String(this.totalFrames),
-      chunks: String(this.chunkList.length), played: String(this.played), mode, end: this.endState, fps: String(this.fps) });
+      chunks: String(this.chunkList.length), held: String(this.store.held), released: String(this.store.start),
+      played: String(this.played), mode, end: this.endState, fps: String(this.fps) });
     this.empty.style.display = n ? "none" : "flex";
     const last = this.chunkList[this.chunkList.length - 1];
     const ended = { done: "done", cancelled: `cancelled at chunk ${last?.chunk ?? 0}/${this.chunks}`,

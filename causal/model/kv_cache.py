@@ -98,6 +98,7 @@ class KVCache:
         self.sink_offset: list[int] = [0] * num_layers  # window policy: offset the stored sink keys are rotated at
         self.grid = None  # (batch, heads, head_dim, h, w, device)
         self.parked = False  # a copy waiting in host memory (causal/sampling/stream.py)
+        self.event = None  # a CUDA copy of the buffers still in flight (causal/sampling/cache_copier.py)
 
     # ----------------------------------------------------------------- bookkeeping
     @property
@@ -105,18 +106,31 @@ class KVCache:
         """Cached frame indices, ascending."""
         return sorted(f for f in self.slot_frame if f >= 0)
 
-    def nbytes(self) -> int:
-        parts = self.k + self.v + self.k_scale + self.v_scale + self.sink_raw
-        return sum(t.numel() * t.element_size() for t in parts)
+    def buffers(self) -> list[torch.Tensor]:
+        return self.k + self.v + self.k_scale + self.v_scale + self.sink_raw
 
-    def copy_to(self, device, parked: bool = False, share: bool = False) -> "KVCache":
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.buffers())
+
+    def copy_to(self, device, parked: bool = False, share: bool = False, copy=None) -> "KVCache":
         """A copy of this cache (buffers and bookkeeping) with its buffers on `device`; `parked`: the copy waits in
         host memory and is not written until it is copied back; `share`: the copy uses these very buffers (safe for
-        a parked cache, which is never written in place). The copy keeps the compute device it was planned for."""
+        a parked cache, which is never written in place); `copy`: a function that copies a list of buffers instead
+        (causal/sampling/cache_copier.py, on a side CUDA stream). The copy keeps the compute device it was planned
+        for."""
         other = KVCache(self.num_layers, self.window, self.sink, self.policy, self.dtype, self.rope_limit,
                         self.capacity)
-        for name in ("k", "v", "k_scale", "v_scale", "sink_raw"):
-            setattr(other, name, [t if share else t.to(device, copy=True) for t in getattr(self, name)])
+        names = ("k", "v", "k_scale", "v_scale", "sink_raw")
+        if share:
+            copies = self.buffers()
+        elif copy is not None:
+            copies = copy(self.buffers())
+        else:
+            copies = [t.to(device, copy=True) for t in self.buffers()]
+        for name in names:
+            n = len(getattr(self, name))
+            setattr(other, name, copies[:n])
+            copies = copies[n:]
         other.slot_frame, other.sink_offset, other.grid = list(self.slot_frame), list(self.sink_offset), self.grid
         other.parked = parked
         return other

@@ -14,7 +14,9 @@ the same path.
 Continuing never holds the KV caches twice on the compute device: `fork` hands this stream's cache buffers to
 the new stream and keeps a copy in host memory ("parked"), copied back only if this stream is forked or run
 again. Under swap/blocks offload (ExpertPair.park_idle_caches) only the running expert's cache is on the device;
-the idle expert's waits in host memory and is copied back when that expert runs next.
+the idle expert's waits in host memory. When the next model call switches expert, the next expert's cache is
+copied in before the last call of the current one (on CUDA on a side stream, overlapping it, when the device has
+room for both) and the finished expert's cache is copied out right after it (causal/sampling/cache_copier.py).
 
 Training (Self-Forcing) uses this same loop: `next_chunk(exit_step=k)` runs steps 0..k-1 without grad, step k
 with grad (when grad is enabled by the caller) and returns its x0 estimate; the context re-run stays without grad
@@ -28,10 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .cache_copier import HOST, CacheCopier
 from .experts import ExpertPair
 from ..model.kv_cache import KVCache, check_window, resolve_policy
-
-HOST = torch.device("cpu")  # where a forked stream parks its caches
 from .prompts import PromptSchedule
 from .defaults import resolve_options
 from .schedule import CONTEXT_T, boundary_sigma, plan_steps, predict, renoise
@@ -80,6 +81,7 @@ class Stream:
         n_layers = experts.config.num_layers
         self.caches = {n: KVCache(n_layers, o.window, o.sink, policy, o.cache_dtype, experts.config.rope_table,
                                   capacity=o.max_frames) for n in experts.names}
+        self.copier = CacheCopier(self.device)  # parks and brings back caches (shared by forks: one side stream)
         self.cross: dict[str, list] = {}
         self.prompt: torch.Tensor | None = None
         self.clip_fea: torch.Tensor | None = None
@@ -119,8 +121,8 @@ class Stream:
         """Clear the caches and re-run every held clean chunk at t = 0 under the current prompt."""
         for c in self.caches.values():
             c.clear()
-        for start, chunk in self.history:
-            self._write_context(chunk, start)
+        for i, (start, chunk) in enumerate(self.history):
+            self._write_context(chunk, start, then=self.experts.names[0] if i + 1 < len(self.history) else None)
 
     # ----------------------------------------------------------------- model calls
     def _cond(self, start: int, frames: int):
@@ -131,7 +133,10 @@ class Stream:
                              f"{start + frames - 1} was asked for")
         return self.cond_latent[:, :, start:start + frames]
 
-    def _call(self, name: str, x: torch.Tensor, t: float, start: int, grad: bool = False) -> torch.Tensor:
+    def _call(self, name: str, x: torch.Tensor, t: float, start: int, grad: bool = False,
+              then: str | None = None) -> torch.Tensor:
+        """One model call of expert `name`; `then`: the expert of the next call, if known, so a switch of
+        expert moves the caches around this call (see `_bring_early`)."""
         if self.prompt is None:
             raise RuntimeError("set a prompt (set_prompt) before generating")
         model = self.experts.get(name)
@@ -148,12 +153,33 @@ class Stream:
             text = {"cross_kv": self.cross[name]}
         else:
             text = {"context": self.prompt, "clip_fea": self.clip_fea}
+        switch = then is not None and then != name and self.experts.park_idle_caches
+        if switch:
+            self._bring_early(then)
         with torch.set_grad_enabled(grad):
-            return model(x, tt, y=self._cond(start, x.shape[2]), cache=self.caches[name], start_frame=start, **text)
+            out = model(x, tt, y=self._cond(start, x.shape[2]), cache=self.caches[name], start_frame=start, **text)
+        if switch:
+            self.caches[name] = self.copier.move(self.caches[name], to_host=True)
+        return out
 
-    def _write_context(self, chunk: torch.Tensor, start: int, order=None) -> None:
-        for n in order or self.experts.names:
-            self._call(n, chunk, CONTEXT_T, start)
+    def _bring_early(self, name: str) -> None:
+        """Start copying expert `name`'s parked cache in before the current expert's last call, so the copy
+        overlaps it (on CUDA only when the device has room for both caches; otherwise it comes at its own call)."""
+        c = self.caches[name]
+        if c.parked and self.copier.room(c.nbytes()):
+            self.caches[name] = self.copier.move(c, to_host=False)
+
+    def _write_context(self, chunk: torch.Tensor, start: int, order=None, then: str | None = None) -> None:
+        """Run `chunk` at t = 0 through every expert (in `order`); `then`: the expert called after the last one
+        (default: the first of the next chunk)."""
+        order = order or self.experts.names
+        after = order[1:] + [then or self._plan()[0].expert]
+        for n, nxt in zip(order, after):
+            self._call(n, chunk, CONTEXT_T, start, then=nxt)
+
+    def _plan(self) -> list:
+        """The step plan of the next chunk (without an exit step)."""
+        return self.first_plan if self.chunk_index == 0 and self.first_plan else self.plan
 
     def _remember(self, start: int, chunk: torch.Tensor) -> None:
         self.history = [(s, c) for s, c in self.history if s != start] + [(start, chunk)]
@@ -205,7 +231,7 @@ class Stream:
             frames = 1
         frames = frames or self.options.chunk_frames
         start = self.next_frame
-        full = self.first_plan if self.chunk_index == 0 and self.first_plan and exit_step is None else self.plan
+        full = self._plan() if exit_step is None else self.plan
         last = len(full) - 1 if exit_step is None else exit_step
         if not 0 <= last < len(full):
             raise ValueError(f"exit step {exit_step} is outside the {len(full)}-step plan")
@@ -213,13 +239,15 @@ class Stream:
         x = self._noise(frames)
         pred = x
         for i, step in enumerate(plan):
-            v = self._call(step.expert, x, step.t, start, grad=exit_step is not None and i == last)
+            then = plan[i + 1].expert if i + 1 < len(plan) else self.experts.names[-1]  # then the context write
+            v = self._call(step.expert, x, step.t, start, grad=exit_step is not None and i == last, then=then)
             pred = predict(x, v, step, self.sigma_b)
             if i + 1 < len(plan):
                 x = renoise(pred, step, plan[i + 1], self.sigma_b, self._noise(frames))
         if plan[-1].expert == "high":  # every step was above the boundary: finish with x0 = x_b path
             pred = x - plan[-1].sigma * v
-        self._write_context(pred.detach(), start, order=list(reversed(self.experts.names)))
+        self._write_context(pred.detach(), start, order=list(reversed(self.experts.names)),
+                            then=self.plan[0].expert)
         self._remember(start, pred.detach())
         self.next_frame += frames
         self.chunk_index += 1
@@ -266,6 +294,7 @@ class Stream:
             if c.parked:  # host copies are never written in place: both streams can read the same buffers
                 other.caches[n] = c.copy_to(HOST, parked=True, share=True)
             else:  # the device buffers go to the new stream; this one keeps a copy in host memory
+                self.copier.ready(c)  # a copy in still in flight lands first
                 other.caches[n], self.caches[n] = c, c.copy_to(HOST, parked=True)
         other.history = list(self.history)
         other.cross = dict(self.cross)
@@ -287,7 +316,8 @@ class Stream:
             c = self.caches[n]
             park = idle and n != active
             if c.parked != park:
-                self.caches[n] = c.copy_to(HOST if park else self.device, parked=park)
+                self.caches[n] = self.copier.move(c, to_host=park)
+        self.copier.ready(self.caches[active])  # the compute stream waits for a copy still in flight
 
     def cache_bytes(self) -> int:
         return sum(c.nbytes() for c in self.caches.values())

@@ -57,3 +57,7 @@ class ExpertPair:
 
     def modules(self) -> dict[str, nn.Module]:
         return {n: (self.high if n == "high" else self.low) for n in self.names}
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Every expert's parameters, in the order of `names` (what an optimizer of the pair trains)."""
+        return [p for m in self.modules().values() for p in m.parameters()]

@@ -84,9 +84,8 @@ def run(trainer, steps: int, callback=None, stop=None) -> list[float]:
     """`steps` iterations of the regression on a DMDTrainer's generator and teacher (own AdamW at init_lr);
     resumes from trainer.init_steps_done. Each chunk draws its own plan step (the same for every sample and
     process), as Self-Forcing's ODE regression does. The EMA is set to the result."""
-    from .trainer import params
     c, gen = trainer.config, trainer.generator
-    opt = trainer.acc.prepare(torch.optim.AdamW(params(gen), lr=c.init_lr, betas=tuple(c.betas),
+    opt = trainer.acc.prepare(torch.optim.AdamW(gen.parameters(), lr=c.init_lr, betas=tuple(c.betas),
                                                 weight_decay=c.weight_decay))
     grid = ode_grid(c.teacher_steps, trainer.teacher.shift, trainer.plan)
     keep = {s.t for s in trainer.plan}

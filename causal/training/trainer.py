@@ -64,7 +64,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from ..sampling.experts import ExpertPair
 from ..weights.loader import default_share_cross_cache
@@ -118,10 +117,6 @@ def fresh_pair(pair: ExpertPair, device, dtype=torch.float32) -> ExpertPair:
     return ExpertPair(copy_of(pair.low), None if pair.high is None else copy_of(pair.high), boundary=pair.boundary,
                       shift=pair.shift, share_cross_cache=pair.share_cross_cache,
                       defaults=getattr(pair, "defaults", None))
-
-
-def params(pair: ExpertPair) -> list[nn.Parameter]:
-    return [p for m in pair.modules().values() for p in m.parameters()]
 
 
 @dataclass
@@ -179,8 +174,8 @@ class DMDTrainer:
         adamw = dict(betas=tuple(config.betas), weight_decay=config.weight_decay)
         # accelerate's optimizer wrappers (device placement of their state, loss scaling when it is used)
         self.gen_opt, self.critic_opt = self.acc.prepare(
-            torch.optim.AdamW(params(generator), lr=config.lr_generator, **adamw),
-            torch.optim.AdamW(params(self.critic), lr=config.lr_critic, **adamw))
+            torch.optim.AdamW(generator.parameters(), lr=config.lr_generator, **adamw),
+            torch.optim.AdamW(self.critic.parameters(), lr=config.lr_critic, **adamw))
         self.ema = EMA(generator.modules(), config.ema_decay)
         self.plan = plan_of(generator, config.denoise_steps, config.shift)
         self.n_steps = len(self.plan)
@@ -223,7 +218,7 @@ class DMDTrainer:
         opt.zero_grad(set_to_none=True)
         self.acc.backward(loss)
         experts = [n for n, m in pair.modules().items() if any(p.grad is not None for p in m.parameters())]
-        live = [p for p in params(pair) if p.grad is not None]
+        live = [p for p in pair.parameters() if p.grad is not None]
         if self.acc.num_processes > 1 and not self.config.fsdp and live:
             for p, g in zip(live, self.acc.reduce([p.grad for p in live], reduction="mean")):
                 p.grad = g

@@ -142,7 +142,7 @@ def activation_bytes(cfg: WanConfig, tokens: int, frames: int, keys: int, comput
     persistent = (4 + low) * L * d + 8 * L * hd + 4 * 13 * batch * frames * d  # residual, patch tokens, RoPE, time
     block = (8 + low) * L * d  # block input kept by the caller, current residual, modulated input
     ffn = 2 * s * L * f + s * L * d
-    rope = lambda n: (up + 8) * n * d  # noqa: E731  float32 copy, products, stacked output
+    rope = lambda n: (up + 4) * n * d + 4 * n * hd  # noqa: E731  float32 copy, complex product; the complex table
     attn = 3 * s * L * d + rope(L) + s * L * d
     if is_fp8(cache_dtype):  # keys and values dequantised to the compute dtype
         attn += 3 * s * K * d

@@ -5,7 +5,8 @@ import torch
 
 from causalwan.causal.sampling.experts import ExpertPair
 from causalwan.causal.sampling.schedule import SELF_FORCING_STEPS
-from causalwan.causal.training.causal_init import chunk_sizes, ode_grid, ode_trajectory
+from causalwan.causal.sampling.stream import chunk_sizes
+from causalwan.causal.training.causal_init import ode_grid, ode_trajectory
 from causalwan.causal.training.conditioning import PromptSet
 from causalwan.causal.training.config import TrainConfig
 from causalwan.causal.training.rollout import plan_of

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.config import WanConfig
+from ..sampling.stream import chunk_sizes
 from .memory_plan import GIB, activation_bytes, base_bytes, block_bytes
 
 SAVED_PER_TOKEN_DIM = 96  # bytes saved for backward per token and layer, per unit of dim
@@ -62,13 +63,6 @@ def expert_bytes(cfg: WanConfig, dtype: torch.dtype) -> int:
     return base_bytes(cfg, dtype) + cfg.num_layers * block_bytes(cfg, dtype)
 
 
-def chunk_list(frames: int, chunk_frames: int, first_alone: bool) -> list[int]:
-    sizes = [1] if first_alone else []
-    while sum(sizes) < frames:
-        sizes.append(min(chunk_frames, frames - sum(sizes)))
-    return sizes
-
-
 def plan_training(cfg: WanConfig, height: int, width: int, *, frames: int = 21, chunk_frames: int = 3,
                   experts: int = 2, teacher: WanConfig | None = None, gpus: int = 1, fsdp: bool | None = None,
                   batch: int = 1, param_dtype: torch.dtype = torch.float32, compute: torch.dtype = torch.bfloat16,
@@ -90,14 +84,14 @@ def plan_training(cfg: WanConfig, height: int, width: int, *, frames: int = 21, 
     gradients = max(gen, tea)
     gathered = 0
     if fsdp:
-        big = cfg if expert_bytes(cfg, param_dtype) >= expert_bytes(teacher, param_dtype) else teacher
+        big = cfg if gen >= tea else teacher
         gathered = 2 * block_bytes(big, param_dtype) + base_bytes(big, param_dtype)
 
     tpf = (height // 8 // cfg.patch_size[1]) * (width // 8 // cfg.patch_size[2])
     tokens = frames * tpf * batch
     c = compute.itemsize  # the rollout's KV cache is kept in the compute dtype
     kv_cache = experts * 2 * cfg.num_layers * tokens * cfg.dim * c
-    sizes = chunk_list(frames, chunk_frames, first_alone)
+    sizes = chunk_sizes(frames, chunk_frames, first_alone)
     seen = [sum(sizes[:i + 1]) for i in range(len(sizes))]  # frames each chunk attends to
     held = sum(2 * cfg.num_layers * s * tpf * batch * cfg.dim * c for s in seen)  # cached k/v copies
 

@@ -346,6 +346,17 @@ def frames_after(experts: ExpertPair, next_frame: int, chunks: int, chunk_frames
     return next_frame + first + (chunks - 1) * chunk_frames
 
 
+def chunk_sizes(frames: int, chunk_frames: int, first_alone: bool) -> list[int]:
+    """How a stream splits `frames` latent frames into chunks: frame 0 alone first when `first_alone` (see
+    frame_zero_alone), then chunks of `chunk_frames`, the last one shorter if the frames run out."""
+    sizes = [1] if first_alone and frames > 0 else []
+    left = frames - sum(sizes)
+    while left > 0:
+        sizes.append(min(chunk_frames, left))
+        left -= sizes[-1]
+    return sizes
+
+
 def blend_text(a: torch.Tensor, b: torch.Tensor, weight: float, text_len: int) -> torch.Tensor:
     """(1 - weight) a + weight b, after zero-padding both texts to the same token count."""
     n = max(a.shape[1], b.shape[1])

@@ -14,6 +14,7 @@ import torch
 from ..model.masks import block_causal_mask, token_mask
 from ..sampling.experts import ExpertPair
 from ..sampling.schedule import Step, warp
+from ..sampling.stream import chunk_sizes, frame_zero_alone
 from . import draws
 from .scores import velocity
 
@@ -43,15 +44,6 @@ def ode_trajectory(teacher: ExpertPair, noise: torch.Tensor, context, negative, 
     if start is not None:
         x = torch.cat([start, x[:, :, start.shape[2]:]], 2)
     return states, x
-
-
-def chunk_sizes(frames: int, chunk: int, first_alone: bool) -> list[int]:
-    sizes = [1] if first_alone else []
-    left = frames - sum(sizes)
-    while left > 0:
-        sizes.append(min(chunk, left))
-        left -= sizes[-1]
-    return sizes
 
 
 def regression_loss(student: ExpertPair, steps: list[Step], x_t: torch.Tensor, target: torch.Tensor, context,
@@ -97,7 +89,7 @@ def run(trainer, steps: int, callback=None, stop=None) -> list[float]:
         shape = (len(seeds), gen.config.out_dim, c.latent_frames, c.latent_height, c.latent_width)
         noise = draws.noise_like(shape, seeds, "init").to(ctx.device)
         n_start = 0 if start is None else start.shape[2]
-        chunks = chunk_sizes(c.latent_frames - n_start, c.chunk_frames, gen.high is not None and not n_start)
+        chunks = chunk_sizes(c.latent_frames - n_start, c.chunk_frames, frame_zero_alone(gen, n_start))
         sizes = ([n_start] if n_start else []) + chunks
         chunk_steps = [trainer.plan[int(torch.randint(len(trainer.plan), (),
                                                       generator=draws.generator(c.seed, "init", i, "chunk", j)))]

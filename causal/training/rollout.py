@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..sampling.experts import ExpertPair
-from ..sampling.stream import Stream, StreamOptions
+from ..sampling.stream import Stream, StreamOptions, chunk_sizes, frame_zero_alone
 
 
 @dataclass
@@ -38,10 +38,9 @@ def rollout(generator: ExpertPair, context: torch.Tensor, seeds: list[int], fram
     if start_latent is not None:
         stream.prime(start_latent)
         parts.append(start_latent.to(stream.device, torch.float32))
-    first_alone = generator.high is not None and start_latent is None  # the pair's frame 0 comes alone
+    sizes = chunk_sizes(frames - stream.next_frame, chunk_frames, frame_zero_alone(generator, stream.next_frame))
     with torch.set_grad_enabled(grad):
-        while stream.next_frame < frames:
-            n = None if (first_alone and stream.next_frame == 0) else min(chunk_frames, frames - stream.next_frame)
+        for n in sizes:
             parts.append(stream.next_chunk(n, exit_step=exit_step))
     return Rollout(torch.cat(parts, 2), exit_step, stream.plan[exit_step].expert, list(stream.grad_calls))
 

@@ -152,9 +152,9 @@ class CausalWanTrainDMD:
         trainer.train(callback=report, stop=adapter.interrupt_requested)
         adapter.throw_if_interrupted()  # Cancel: the checkpoint of the last step is complete; nothing exported
         path = trainer.export()
-        experts = trainer.generator
+        experts, weights = trainer.generator, trainer.generator_weights()
         for n, m in experts.modules().items():
-            m.load_state_dict(trainer.generator_weights()[n])
+            m.load_state_dict(weights[n])
             m.requires_grad_(False).eval()
         last = trainer.history[-1] if trainer.history else {}
         text = (f"saved {path} after {trainer.step} steps; last losses: "

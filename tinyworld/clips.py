@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .world import DIRECTIONS, SIZE, render, sample_scene, scene_caption, turned
+from .world import DIRECTIONS, SIZE, render, sample_scene, turned
 
 
 def random_scene(rng: np.random.Generator, frames: int, turn_prob: float, turn_frames=None):
@@ -36,6 +36,3 @@ def vae_batch(rng: np.random.Generator, batch: int, frames: int, crop: int) -> t
         out.append(to_video(np.ascontiguousarray(video)))
     return torch.stack(out)
 
-
-def caption_of(scene) -> str:
-    return scene_caption(scene)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from ..causal.sampling.stream import Stream, StreamOptions
-from ..vae.images import images_to_video
 from ..vae.streaming import StreamingDecoder
 from .track import direction, track
 from .world import COLOURS, DIRECTIONS, caption, render, start_scene
@@ -47,7 +46,7 @@ def start_frame(colour: str, shape: str = "circle", x: float = 64.0, y: float = 
 
 
 def student_video(m: Models, prompt: str, image: np.ndarray, seed: int, chunks: int) -> np.ndarray:
-    start = m.vae.encode(images_to_video(torch.from_numpy(image).float()[None] / 255.0))
+    start = m.vae.encode_images(torch.from_numpy(image).float()[None] / 255.0)
     stream = Stream(m.experts, seed=seed, options=StreamOptions(max_frames=1 + 3 * chunks))
     stream.set_prompt(m.text(prompt))
     stream.prime(start)
@@ -64,7 +63,7 @@ def teacher_video(m: Models, prompt: str, image: np.ndarray, seed: int, latent_f
     from ..causal.sampling.experts import ExpertPair
     from ..causal.training.causal_init import ode_grid, ode_trajectory
 
-    start = m.vae.encode(images_to_video(torch.from_numpy(image).float()[None] / 255.0))
+    start = m.vae.encode_images(torch.from_numpy(image).float()[None] / 255.0)
     pair = ExpertPair(low=m.teacher, shift=m.experts.shift)
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn((1, 16, latent_frames, *start.shape[-2:]), generator=g)

@@ -20,10 +20,11 @@ import torch
 from safetensors.torch import save_file
 
 from ..causal.training.export import save_generator
+from ..causal.weights.loader import CAUSALWAN_A14B_BOUNDARY
 from ..vae.key_map import original_to_diffusers
 from ..vae.latent_norm import LATENT_MEAN, LATENT_STD
 
-BOUNDARY = 875.0  # boundary_ratio 0.875, as CausalWan2.2-I2V-A14B
+BOUNDARY = CAUSALWAN_A14B_BOUNDARY  # boundary_ratio 0.875, as CausalWan2.2-I2V-A14B
 TEACHER_FILE = "teacher.safetensors"
 
 

@@ -11,9 +11,9 @@ import copy
 
 
 from ..causal.sampling.experts import ExpertPair
+from .release import BOUNDARY
 from .train_teacher import SHIFT
 
-BOUNDARY = 875.0
 STARTS = 64  # (caption, start frame) pairs the rollouts draw from
 
 

@@ -5,12 +5,10 @@ import { api } from "../../scripts/api.js";
 import { addPanel } from "./dom_panel.js";
 import { downstream, widgetValue } from "./graph_links.js";
 import { addNodeText, TEXT_NODES } from "./node_text.js";
-import { promptLabel } from "./prompt_labels.js";
+import { promptLabel, SWITCH_NODE } from "./prompt_labels.js";
 import { makeTimeline, STREAM_NODES } from "./prompt_timeline.js";
 import { listen } from "./stream_events.js";
 import { PLAYER_HEIGHT, StreamPlayer } from "./stream_player.js";
-
-const SWITCH_NODE = "CausalWanPromptSwitch";
 
 // The fps of the video this node's frames end up in (a CreateVideo after the decode), else the event's.
 function videoFps(node, fps) {

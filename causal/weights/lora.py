@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..model.fp8 import FP8Linear
 from ..sampling.settings import check_finite
 from .checkpoint_files import WeightsError
 from .lora_keys import LoraFile, Patch, Resolved, resolve
@@ -122,7 +123,7 @@ class LoraHooks:
 
 
 def _is_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or type(m).__name__ == "FP8Linear"
+    return isinstance(m, (nn.Linear, FP8Linear))
 
 
 def apply_patches(model: nn.Module, patched: list[tuple[float, list[Patch]]]) -> LoraHooks:

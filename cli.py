@@ -43,7 +43,8 @@ def encode_prompts(encoder, a, c: CheckedArgs, device) -> PromptSchedule:
 
 
 def real_models(c: CheckedArgs, dtype, offload: str):
-    """Experts (on the CPU unless resident: the offload policy moves them), VAE and text encoder."""
+    """Experts (on the CPU unless resident: the offload policy moves them), VAE and text encoder, from what the
+    checks read of their headers (c.files.experts, c.files.text)."""
     from .causal.weights.loader import load_experts
     from .causal.weights.text_encoder import load_text_encoder
     from .vae.weights import load_vae
@@ -52,11 +53,10 @@ def real_models(c: CheckedArgs, dtype, offload: str):
     with loading("the VAE", f.vae):
         vae = load_vae(f.vae, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
     with loading("the experts" if f.high or f.folder else "the model", f.folder or f.low, f.high):
-        experts = load_experts(high=f.high, low=None if f.folder else f.low, folder=f.folder, dtype=dtype,
-                               device=device if offload == "resident" else "cpu", boundary=c.boundary,
-                               shift=c.shift)
+        experts = load_experts(prepared=f.experts, dtype=dtype, device=device if offload == "resident" else "cpu",
+                               boundary=c.boundary, shift=c.shift)
     with loading("the text encoder", f.text_encoder):
-        encoder = load_text_encoder(f.text_encoder, device=device)
+        encoder = load_text_encoder(prepared=f.text, device=device)
     return experts, vae, encoder
 
 
@@ -81,7 +81,7 @@ def apply_loras(experts, loras: list) -> str:
 
 def memory_plan(c: CheckedArgs, a, dtype):
     """The planner's plan for this run and its line, from the file headers (nothing loaded yet)."""
-    cfg, experts = c.files.config, c.files.experts
+    cfg, experts = c.files.experts.config, c.files.experts.count
     plan = plan_memory(cfg, c.height, c.width, chunk_frames=a.frames_per_chunk,
                        frames=1 + a.chunks * a.frames_per_chunk, window=a.window or None, sink=a.sink,
                        experts=experts, weight_dtype=dtype, shared_cross=experts == 2,

@@ -41,9 +41,9 @@ class ModelFiles:
     low: Path | None = None  # the low-noise expert, or a dense model (--model)
     vae: Path | None = None
     text_encoder: Path | None = None
-    config: object = None  # WanConfig read from the experts' headers (nothing loaded yet)
-    experts: int = 2
     demo: bool = False
+    experts: object = None  # PreparedExperts: what the experts' headers said (config, count), for the loader
+    text: object = None  # PreparedTextEncoder: the encoder's headers read and its tokenizer built, for the loader
 
 
 @dataclass
@@ -237,30 +237,31 @@ def check_model_files(a) -> ModelFiles:
 
 
 def read_model_headers(files: ModelFiles) -> None:
-    """The experts' config from their headers and configs only: a file that is no Wan model, or two experts that
-    differ, stop here, before any weight is read."""
-    from .causal.weights.loader import peek_experts
+    """The experts' and text encoder's headers and configs read (kept in `files` for the loaders, which read
+    nothing twice): a file that is no Wan model, two experts that differ, or a text encoder of the wrong width
+    stop here, before any weight is read."""
+    from .causal.weights.loader import prepare_experts
 
     folder = files.folder
     try:
-        files.config, files.experts = peek_experts(files.high, None if folder else files.low, folder)
+        files.experts = prepare_experts(files.high, None if folder else files.low, folder)
     except ValueError as e:
         flag = "--folder" if folder else ("--high/--low" if files.high else "--model")
         raise UsageError(f"{flag}: {' '.join(str(e).split())}") from None
-    from .causal.weights.text_encoder import peek_text_encoder
+    from .causal.weights.text_encoder import prepare_text_encoder
 
     flag = "--text-encoder" if files.text_encoder != folder else "--folder"
     try:
-        width = peek_text_encoder(files.text_encoder)
+        files.text = prepare_text_encoder(files.text_encoder)
     except ImportError as e:
         raise UsageError(f"{flag}: the umT5 text encoder needs the '{e.name}' package; pip install -e \".[text]\"") \
             from None
     except ValueError as e:
         raise UsageError(f"{flag}: {' '.join(str(e).split())}") from None
-    if width != files.config.text_dim:
+    width, reads = files.text.width, files.experts.config.text_dim
+    if width != reads:
         raise UsageError(f"{flag}: the text encoder '{files.text_encoder}' gives {width}-wide text, but the model "
-                         f"reads {files.config.text_dim}-wide text; give the text encoder made for this model "
-                         f"(umT5-XXL for Wan)")
+                         f"reads {reads}-wide text; give the text encoder made for this model (umT5-XXL for Wan)")
 
 
 def check_lora(spec: str) -> tuple[Path, float]:

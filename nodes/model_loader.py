@@ -98,7 +98,7 @@ class CausalWanModelLoader:
     def load(self, high_noise_model, low_noise_model, diffusers_folder, weight_dtype="auto", boundary=-1.0,
              offload="auto", unique_id=None):
         from ..causal.memory.offload import apply_offload
-        from ..causal.weights.loader import auto_float_dtype, load_experts
+        from ..causal.weights.loader import auto_float_dtype, load_experts, prepare_experts
 
         if weight_dtype not in DTYPES:
             raise ValueError(f"unknown weight dtype {weight_dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -125,9 +125,10 @@ class CausalWanModelLoader:
         adapter.make_room(size, device, unload_all=size > BIG_LOAD_BYTES)
         load_device = device if offload == "resident" else torch.device("cpu")
         try:
-            plan = _load_plan(high, low, folder, weight_dtype, offload)
+            prepared = prepare_experts(high, low, folder)  # the headers, read once for the plan and the load
+            plan = _load_plan(prepared, weight_dtype, offload)
             with explain_oom(plan, device=device):  # out of memory: the planner's advice (mode, fp8, size)
-                experts = load_experts(high=high, low=low, folder=folder, dtype=DTYPES[weight_dtype],
+                experts = load_experts(prepared=prepared, dtype=DTYPES[weight_dtype],
                                        device=load_device, boundary=None if boundary < 0 else float(boundary),
                                        float_dtype=auto_float_dtype(device))
                 policy = apply_offload(experts, offload, device)  # "auto" plans on free GPU memory; CPU: resident
@@ -142,12 +143,11 @@ class CausalWanModelLoader:
         return (model, model.plan)
 
 
-def _load_plan(high, low, folder, weight_dtype: str, offload: str):
+def _load_plan(prepared, weight_dtype: str, offload: str):
     """The planner's prediction for the reference stream in the chosen mode, from the file headers alone."""
     from ..causal.memory.memory_plan import MODES, plan_memory
-    from ..causal.weights.loader import peek_experts
 
-    cfg, n = peek_experts(high, low, folder)
+    cfg, n = prepared.config, prepared.count
     h, w, frames = REFERENCE_SIZE
     return plan_memory(cfg, h, w, frames=frames, experts=n, mode=offload if offload in MODES else "resident",
                        weight_dtype=DTYPES[weight_dtype] or torch.bfloat16, shared_cross=n == 2)

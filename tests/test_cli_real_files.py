@@ -90,3 +90,25 @@ def test_a_text_encoder_of_the_wrong_width_is_refused_before_anything_loads(file
     assert captured.err.strip() == (f"error: --text-encoder: the text encoder '{narrow}' gives 8-wide text, but the "
                                     f"model reads 16-wide text; give the text encoder made for this model "
                                     f"(umT5-XXL for Wan)")
+
+
+def test_each_header_is_read_once_and_the_tokenizer_built_once(files, tmp_path, monkeypatch, capsys):
+    """The checks read the experts' and text encoder's headers (and build the tokenizer) to refuse bad files
+    before anything loads; the loaders take what the checks read instead of reading it again."""
+    from collections import Counter
+
+    from causalwan.causal.weights import checkpoint_files
+    from causalwan.causal.weights.umt5_tokenizer import UMT5Tokenizer
+
+    parses, builds = Counter(), Counter()
+    parse = checkpoint_files.open_safetensors
+    monkeypatch.setattr(checkpoint_files, "open_safetensors", lambda path: parses.update([str(path)]) or parse(path))
+    build = UMT5Tokenizer.from_sentencepiece.__func__
+    monkeypatch.setattr(UMT5Tokenizer, "from_sentencepiece",
+                        classmethod(lambda cls, *a, **k: builds.update(["tokenizer"]) or build(cls, *a, **k)))
+    args = [x for k, v in files.items() for x in (k, str(v))]
+    summary = cli.main([*args, "--width", "32", "--height", "32", "--chunks", "1", "--frames-per-chunk", "1",
+                        "--steps", "1000", "--out", str(tmp_path / "once.mp4")])
+    assert summary["frames"] == 5
+    assert parses == {str(files["--model"]): 1, str(files["--text-encoder"]): 1}
+    assert builds == {"tokenizer": 1}

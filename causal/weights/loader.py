@@ -6,6 +6,7 @@
     load_transformer(path, dtype=None, device="cpu", config=None)           -> CausalWanModel
     load_experts(high=None, low=None, folder=None, dtype=None, device="cpu",
                  boundary=None, shift=None)                                   -> ExpertPair
+    prepare_experts(high=None, low=None, folder=None) -> PreparedExperts (headers only; load_experts(prepared=))
 
 dtype: None keeps the file's dtype (fp8 files compute in bf16 with fp8 weights kept; fp32/fp64 files become
 `float_dtype`, default float32: pass auto_float_dtype(compute device) for bf16 on CUDA); a torch dtype or "bf16",
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,11 +25,12 @@ import torch
 from . import assemble, infer_config, keymap, model_family, releases
 from .checkpoint_files import PICKLE_SUFFIXES, TensorSource, WeightsError, first, open_file, open_folder
 from ..model.config import WanConfig
+from ..sampling.defaults import ModelDefaults
 from ..sampling.experts import ExpertPair
 from ..model.fp8 import FP8_NAMES, FP8Linear, is_fp8
 from ..model.transformer import CausalWanModel
 
-__all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "peek_experts", "resolve_dtype",
+__all__ = ["WeightsError", "detect_format", "load_transformer", "load_experts", "prepare_experts", "resolve_dtype",
            "auto_float_dtype"]
 
 CAUSALWAN_A14B_BOUNDARY = 875.0  # boundary_ratio 0.875 of CausalWan2.2-I2V-A14B, used when a pair ships no config
@@ -39,22 +42,15 @@ DTYPE_NAMES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch
 
 
 # ----------------------------------------------------------------------------------------------- formats
-def detect_format(path) -> str:
-    """What kind of checkpoint `path` is, judged from its folder layout, config files and tensor names."""
+def detect_format(path, src: TensorSource | None = None) -> str:
+    """What kind of checkpoint `path` is, judged from its folder layout, config files and tensor names (those of
+    `src` when the caller has opened it already, so no header is read twice)."""
     path = Path(path)
     if path.is_dir():
-        if (path / "model_index.json").is_file():
-            return "diffusers_folder"
-        if all((path / d).is_dir() for d in PAIR_FOLDERS):
-            return "original_folder"
-        cfg = _read_json(path / "config.json") if (path / "config.json").is_file() else None
-        if cfg is not None:
-            return "original_folder" if _is_original_json(cfg) else "diffusers_transformer"
-        if (path / "transformer").is_dir():
-            raise WeightsError(f"'{path}' has a transformer/ folder but no model_index.json; point at "
-                               f"'{path / 'transformer'}' or restore model_index.json")
-        src = open_folder(path)
-        return "diffusers_transformer" if _naming(src) == "diffusers" else "original_folder"
+        fmt = _folder_format(path)
+        if fmt is None:  # a plain folder of weights: its tensor names decide
+            fmt = "diffusers_transformer" if _naming(src or open_folder(path)) == "diffusers" else "original_folder"
+        return fmt
     if not path.exists():
         raise WeightsError(f"weights not found: '{path}' does not exist")
     name = path.name.lower()
@@ -62,8 +58,22 @@ def detect_format(path) -> str:
         return "sharded_safetensors"
     if name.endswith(PICKLE_SUFFIXES):
         return "torch_checkpoint"
-    src = open_file(path)
-    return "diffusers_single_file" if _naming(src) == "diffusers" else "comfy_single_file"
+    return "diffusers_single_file" if _naming(src or open_file(path)) == "diffusers" else "comfy_single_file"
+
+
+def _folder_format(path: Path) -> str | None:
+    """A folder's format from its layout and config files alone; None when only its tensor names can tell."""
+    if (path / "model_index.json").is_file():
+        return "diffusers_folder"
+    if all((path / d).is_dir() for d in PAIR_FOLDERS):
+        return "original_folder"
+    cfg = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+    if cfg is not None:
+        return "original_folder" if _is_original_json(cfg) else "diffusers_transformer"
+    if (path / "transformer").is_dir():
+        raise WeightsError(f"'{path}' has a transformer/ folder but no model_index.json; point at "
+                           f"'{path / 'transformer'}' or restore model_index.json")
+    return None
 
 
 def _naming(src: TensorSource) -> str:
@@ -88,25 +98,27 @@ def _is_original_json(cfg: dict) -> bool:
 def open_transformer(path, state_key: str | tuple | None = None) -> tuple[TensorSource, dict, str]:
     """(tensors under original Wan names, fields of a shipped config.json, format) of one expert's weights."""
     path = Path(path)
-    fmt = detect_format(path)
     shipped: dict = {}
-    if fmt == "diffusers_folder":
-        index = _read_json(path / "model_index.json")
-        if _has_second_expert(path, index):
-            raise WeightsError(f"'{path}' holds two experts (transformer/ and transformer_2/); load it with "
-                               "load_experts(folder=...) or point at one of the two subfolders")
-        return open_transformer(path / "transformer", state_key)
-    if fmt == "original_folder" and all((path / d).is_dir() for d in PAIR_FOLDERS):
-        raise WeightsError(f"'{path}' holds two experts ({' and '.join(PAIR_FOLDERS)}); load it with "
-                           "load_experts(folder=...) or point at one of the two subfolders")
     if path.is_dir():
+        fmt = _folder_format(path)
+        if fmt == "diffusers_folder":
+            index = _read_json(path / "model_index.json")
+            if _has_second_expert(path, index):
+                raise WeightsError(f"'{path}' holds two experts (transformer/ and transformer_2/); load it with "
+                                   "load_experts(folder=...) or point at one of the two subfolders")
+            return open_transformer(path / "transformer", state_key)
+        if fmt == "original_folder" and all((path / d).is_dir() for d in PAIR_FOLDERS):
+            raise WeightsError(f"'{path}' holds two experts ({' and '.join(PAIR_FOLDERS)}); load it with "
+                               "load_experts(folder=...) or point at one of the two subfolders")
         src = open_folder(path, stem="diffusion_pytorch_model" if any(path.glob("diffusion_pytorch_model*")) else None)
+        fmt = fmt or detect_format(path, src)
         if (path / "config.json").is_file():
             raw = _read_json(path / "config.json")
             shipped = (infer_config.from_original_json(raw) if _is_original_json(raw)
                        else infer_config.from_diffusers_json(raw, str(path / "config.json")))
     else:
         src = open_file(path, state_key)
+        fmt = detect_format(path, src)
         if src.metadata and CONFIG_METADATA in src.metadata:  # written by this pack's trainer (tiny shapes too)
             shipped = infer_config.from_original_json(json.loads(src.metadata[CONFIG_METADATA]))
     return to_original_names(src), shipped, fmt
@@ -227,7 +239,7 @@ def _scheduler_shift(folder: Path) -> float | None:
 
 def _pair_paths(folder: Path) -> tuple[Path | None, Path, float | None, float | None]:
     """(high, low, boundary, shift) of a release folder; high is None for a dense model."""
-    fmt = detect_format(folder)
+    fmt = _folder_format(folder) if folder.is_dir() else None
     if fmt == "diffusers_folder":
         index = _read_json(folder / "model_index.json")
         shift = _scheduler_shift(folder)
@@ -253,17 +265,49 @@ def _config_diff(a: WanConfig, b: WanConfig) -> str:
     return ", ".join(f"{k} {da[k]} vs {db[k]}" for k in da if da[k] != db[k])
 
 
-def peek_experts(high=None, low=None, folder=None) -> tuple[WanConfig, int]:
-    """(config, number of experts) from the file headers and configs only, before anything is loaded (for a
-    memory plan); the files are read again by load_experts."""
+@dataclass
+class PreparedExperts:
+    """What load_experts learns from the headers and configs before reading any tensor: the expert files, the
+    release folder's own boundary and shift, and {"low": (source, config, format)[, "high": ...]}. Made by
+    prepare_experts (a caller that plans memory first keeps it and hands it to load_experts(prepared=...), so no
+    header is read twice)."""
+
+    folder: Path | None
+    high: Path | None
+    low: Path
+    boundary: float | None  # the folder's boundary_ratio * 1000, if it ships one
+    shift: float | None  # the folder's scheduler shift, if it ships one
+    plans: dict
+
+    @property
+    def config(self) -> WanConfig:
+        return self.plans["low"][1]
+
+    @property
+    def count(self) -> int:
+        """1 for a dense model, 2 for an expert pair."""
+        return len(self.plans)
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """How the release is sampled by default, from its name and the low expert's metadata."""
+        return releases.recognise(self.folder or self.low, self.plans["low"][0].metadata, self.high is not None)
+
+
+def prepare_experts(high=None, low=None, folder=None, config=None) -> PreparedExperts:
+    """Everything short of reading tensor data, from a release folder, two files or one dense file/folder (low=);
+    a file that is no Wan model, or two experts that differ, raise here."""
+    boundary = shift = None
     if folder is not None:
-        high, low, _, _ = _pair_paths(Path(folder))
-    plans = _prepare_experts(high, low)
-    return plans["low"][1], len(plans)
-
-
-def _prepare_experts(high, low, config=None) -> dict:
-    """{"low": (source, config, format)[, "high": ...]} from the headers; the two experts must match."""
+        if high is not None or low is not None:
+            raise ValueError("give either folder= or high=/low= files, not both")
+        folder = Path(folder)
+        high, low, boundary, shift = _pair_paths(folder)
+    elif low is None:
+        if high is not None:
+            raise ValueError("only a high-noise expert was given; add low= (the low-noise expert), or pass a dense "
+                             "model as low=")
+        raise ValueError("nothing to load: pass folder=, or high= and low=, or low= for a dense model")
     plans = {"low": _layout_hint(low, prepare, low, config, releases.entries_for(low))}
     if high is not None:
         plans["high"] = _layout_hint(high, prepare, high, config, releases.entries_for(high))
@@ -272,13 +316,14 @@ def _prepare_experts(high, low, config=None) -> dict:
         if h_cfg != l_cfg:
             raise WeightsError(f"the experts do not match: high '{h_src.path}' and low '{l_src.path}' differ in "
                                f"{_config_diff(h_cfg, l_cfg)}; load the two experts of the same model")
-    return plans
+    return PreparedExperts(folder, None if high is None else Path(high), Path(low), boundary, shift, plans)
 
 
 def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", boundary=None, shift=None,
-                 share_cross_cache: bool | None = None, config=None, float_dtype: torch.dtype | None = None
-                 ) -> ExpertPair:
-    """An ExpertPair from a release folder, two files (high and low noise), or one dense file/folder (low=).
+                 share_cross_cache: bool | None = None, config=None, float_dtype: torch.dtype | None = None,
+                 prepared: PreparedExperts | None = None) -> ExpertPair:
+    """An ExpertPair from a release folder, two files (high and low noise), or one dense file/folder (low=), or
+    from what prepare_experts read of them (prepared=, instead of the files and config).
 
     boundary / shift: given values win; otherwise model_index.json boundary_ratio * 1000 and the scheduler's
     shift/flow_shift; a pair without a shipped boundary gets 875 (CausalWan2.2-I2V-A14B), shift defaults to 5.
@@ -286,27 +331,20 @@ def load_experts(high=None, low=None, folder=None, dtype=None, device="cpu", bou
     and is sampled with one cross-attention cache shared by both experts (filled by the high-noise expert), so a
     pair reproduces the release by default; pass False for independent caches.
     """
-    shipped_boundary = shipped_shift = None
-    if folder is not None:
-        if high is not None or low is not None:
-            raise ValueError("give either folder= or high=/low= files, not both")
-        high, low, shipped_boundary, shipped_shift = _pair_paths(Path(folder))
-    elif low is None:
-        if high is not None:
-            raise ValueError("only a high-noise expert was given; add low= (the low-noise expert), or pass a dense "
-                             "model as low=")
-        raise ValueError("nothing to load: pass folder=, or high= and low=, or low= for a dense model")
-
-    paths = {"low": low, "high": high}
-    plans = _prepare_experts(high, low, config)
-    models = {name: _layout_hint(paths[name], build, *plans[name], dtype=dtype, device=device,
-                                 float_dtype=float_dtype) for name in plans}
-    pair = high is not None
+    if prepared is None:
+        prepared = prepare_experts(high, low, folder, config)
+    elif any(x is not None for x in (high, low, folder, config)):
+        raise ValueError("give either prepared= or the files (folder=, high=/low=, config=), not both")
+    p = prepared
+    paths = {"low": p.low, "high": p.high}
+    models = {name: _layout_hint(paths[name], build, *p.plans[name], dtype=dtype, device=device,
+                                 float_dtype=float_dtype) for name in p.plans}
+    pair = p.high is not None
     if pair and boundary is None:
-        boundary = shipped_boundary if shipped_boundary is not None else CAUSALWAN_A14B_BOUNDARY
-    defaults = releases.recognise(folder or low, plans["low"][0].metadata, pair)
+        boundary = p.boundary if p.boundary is not None else CAUSALWAN_A14B_BOUNDARY
+    defaults = p.defaults
     if shift is None:
-        shift = next(s for s in (shipped_shift, defaults.shift, DEFAULT_SHIFT) if s is not None)
+        shift = next(s for s in (p.shift, defaults.shift, DEFAULT_SHIFT) if s is not None)
     if share_cross_cache is None:
         share_cross_cache = default_share_cross_cache(pair)
     return ExpertPair(models["low"], models.get("high"), boundary=boundary, shift=float(shift),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -195,22 +196,31 @@ def _tokenizer(spec, weights_path) -> UMT5Tokenizer:
                        f"(the release's tokenizer/ or {ORIGINAL_TOKENIZER}/)")
 
 
-def _prepare(path: Path, tokenizer):
-    """(weights under HF names, UMT5Config, tokenizer source) from the headers and configs only."""
+@dataclass
+class PreparedTextEncoder:
+    """Everything short of reading the weights: the weights under HF names, the UMT5Config, the tokenizer built.
+    Made by prepare_text_encoder; a caller that checks the encoder first (the command line) keeps it and hands it
+    to TextEncoder.load(prepared=...), so no header is read twice and the tokenizer is built once."""
+
+    weights: TensorSource
+    config: object  # transformers UMT5Config
+    tokenizer: UMT5Tokenizer
+
+    @property
+    def width(self) -> int:
+        """The width (d_model) of the text the encoder gives."""
+        return self.config.d_model
+
+
+def prepare_text_encoder(path, tokenizer=None) -> PreparedTextEncoder:
+    """The headers and configs read and the tokenizer built, so a wrong or incomplete encoder is found before
+    anything big is loaded."""
     from transformers import UMT5Config
 
-    src, config_json, tok_spec = _locate(path, tokenizer)
+    src, config_json, tok_spec = _locate(Path(path), tokenizer)
     src = _hf_names(src)
     config = UMT5Config.from_dict({**config_json, "dropout_rate": 0.0}) if config_json else infer_umt5_config(src)
-    return src, config, tok_spec
-
-
-def peek_text_encoder(path, tokenizer=None) -> int:
-    """The width (d_model) of the text the encoder gives, with its tokenizer read: everything short of loading
-    the weights, so a wrong or incomplete encoder is found before anything big is loaded."""
-    src, config, tok_spec = _prepare(Path(path), tokenizer)
-    _tokenizer(tok_spec, src.path)
-    return config.d_model
+    return PreparedTextEncoder(src, config, _tokenizer(tok_spec, src.path))
 
 
 # ----------------------------------------------------------------------------------------------- the encoder
@@ -221,13 +231,20 @@ class TextEncoder:
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
 
     @classmethod
-    def load(cls, path, tokenizer=None, dtype=None, device="cpu", max_length: int = TEXT_LEN) -> "TextEncoder":
+    def load(cls, path=None, tokenizer=None, dtype=None, device="cpu", max_length: int = TEXT_LEN,
+             prepared: PreparedTextEncoder | None = None) -> "TextEncoder":
+        """From `path` (and `tokenizer`), or from what prepare_text_encoder read of them (prepared=)."""
         from .loader import resolve_dtype
 
-        src, config, tok_spec = _prepare(Path(path), tokenizer)
-        compute = resolve_dtype(dtype, src)[0]  # None: the file's main dtype (fp8 files compute in bf16)
-        model = build_umt5(src, config, compute, device)
-        return cls(model, _tokenizer(tok_spec, src.path), max_length)
+        if prepared is None:
+            if path is None:
+                raise ValueError("nothing to load: pass the text encoder's path, or prepared=")
+            prepared = prepare_text_encoder(path, tokenizer)
+        elif path is not None or tokenizer is not None:
+            raise ValueError("give either prepared= or the path (and tokenizer), not both")
+        compute = resolve_dtype(dtype, prepared.weights)[0]  # None: the file's main dtype (fp8: bf16)
+        model = build_umt5(prepared.weights, prepared.config, compute, device)
+        return cls(model, prepared.tokenizer, max_length)
 
     @property
     def device(self) -> torch.device:
@@ -247,5 +264,6 @@ class TextEncoder:
         return [h[: int(n)] for h, n in zip(hidden, mask.sum(dim=1))]
 
 
-def load_text_encoder(path, tokenizer=None, dtype=None, device="cpu") -> TextEncoder:
-    return TextEncoder.load(path, tokenizer=tokenizer, dtype=dtype, device=device)
+def load_text_encoder(path=None, tokenizer=None, dtype=None, device="cpu",
+                      prepared: PreparedTextEncoder | None = None) -> TextEncoder:
+    return TextEncoder.load(path, tokenizer=tokenizer, dtype=dtype, device=device, prepared=prepared)

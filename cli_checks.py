@@ -65,7 +65,6 @@ class CheckedArgs:
 def check_args(a) -> CheckedArgs:
     try:
         files = check_model_files(a)
-        fill_model_values(a, files)
         device = check_device(a.device)
         nums = check_numbers(a)
         width, height, notes = check_size(a, files.demo)
@@ -73,7 +72,9 @@ def check_args(a) -> CheckedArgs:
         out = check_out(a.out, a.image)
         switches = check_switches(a.switch, a.prompt, a.chunks)
         loras = [check_lora(spec) for spec in a.lora]
-        read_model_headers(files)  # last: the cheap checks answer first
+        read_model_headers(files)  # after the cheap checks, so they answer first
+        fill_model_values(a, files)  # the release's values, recognised from the headers as the loader does
+        check_chunking(a)
     except UsageError:
         raise
     except ValueError as e:  # an engine rule, already worded with the flag names it was given
@@ -84,14 +85,11 @@ def check_args(a) -> CheckedArgs:
 
 # --------------------------------------------------------------------------------------------- numbers
 def fill_model_values(a, files: ModelFiles) -> None:
-    """--frames-per-chunk, --window and --sink left out: the values of the release the model file's name says
-    (causal/weights/releases.py: 1 frame per chunk for frame-wise Causal Forcing, window 12 + 3 sinks for
-    LongLive, ...), else 3 frames per chunk and no window."""
-    from .causal.sampling.defaults import SELF_FORCING
-    from .causal.weights.releases import by_name
-
-    release = by_name(files.low or files.folder) if not files.demo and files.high is None else None
-    d = release.defaults if release is not None else SELF_FORCING
+    """--frames-per-chunk, --window and --sink left out: the values of the release the loader will recognise
+    from the model's name and its file's metadata (causal/weights/releases.py: 1 frame per chunk for frame-wise
+    Causal Forcing, window 12 + 3 sinks for LongLive, ...; an expert pair and an unknown dense model: 3 frames
+    per chunk, no window)."""
+    d = files.experts.defaults
     if a.frames_per_chunk is None:
         a.frames_per_chunk = d.chunk_frames
     if a.window is None:
@@ -101,17 +99,15 @@ def fill_model_values(a, files: ModelFiles) -> None:
 
 
 def check_numbers(a) -> dict:
+    """The numbers given, each on its own (--frames-per-chunk, --window and --sink together: check_chunking)."""
     settings.check_chunks(a.chunks, "--chunks")
-    settings.check_int(a.frames_per_chunk, "--frames-per-chunk", 1, MAX_FRAMES_PER_CHUNK,
-                       "the released models use 3")
+    if a.frames_per_chunk is not None:
+        settings.check_int(a.frames_per_chunk, "--frames-per-chunk", 1, MAX_FRAMES_PER_CHUNK,
+                           "the released models use 3")
     settings.check_seed(a.seed, "--seed")
     settings.check_int(a.fps, "--fps", 1, MAX_FPS, "16 for the released models")
-    settings.check_int(a.window, "--window", 0, hint="0 for no window, e.g. 12 for a long stream")
-    check_window(a.window or None, a.sink, a.frames_per_chunk, names=("--window", "--sink", "--frames-per-chunk"))
-    frames = 1 + a.chunks * a.frames_per_chunk
-    if not a.window and frames > ROPE_TABLE:
-        raise UsageError(f"--chunks {a.chunks} makes {frames} latent frames, more than the model's {ROPE_TABLE} frame "
-                         f"positions without a window; add --window 12 --sink 3 (any length) or lower --chunks")
+    if a.window is not None:
+        settings.check_int(a.window, "--window", 0, hint="0 for no window, e.g. 12 for a long stream")
     if a.steps is not None and not a.steps.strip():
         raise UsageError("--steps is empty; give timesteps such as --steps 1000,750,500,250, or leave --steps out "
                          "for the model's own list")
@@ -119,6 +115,15 @@ def check_numbers(a) -> dict:
     shift = settings.check_shift(a.shift, "--shift") if a.shift is not None else None
     boundary = settings.check_boundary(a.boundary, "--boundary") if a.boundary is not None else None
     return {"steps": steps, "shift": shift, "boundary": boundary}
+
+
+def check_chunking(a) -> None:
+    """--frames-per-chunk, --window and --sink (given or the model's) together, and the frame positions."""
+    check_window(a.window or None, a.sink, a.frames_per_chunk, names=("--window", "--sink", "--frames-per-chunk"))
+    frames = 1 + a.chunks * a.frames_per_chunk
+    if not a.window and frames > ROPE_TABLE:
+        raise UsageError(f"--chunks {a.chunks} makes {frames} latent frames, more than the model's {ROPE_TABLE} frame "
+                         f"positions without a window; add --window 12 --sink 3 (any length) or lower --chunks")
 
 
 def check_size(a, demo: bool) -> tuple[int, int, list[str]]:

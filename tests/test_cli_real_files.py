@@ -112,3 +112,22 @@ def test_each_header_is_read_once_and_the_tokenizer_built_once(files, tmp_path, 
     assert summary["frames"] == 5
     assert parses == {str(files["--model"]): 1, str(files["--text-encoder"]): 1}
     assert builds == {"tokenizer": 1}
+
+
+def test_the_files_metadata_sets_the_chunking_as_the_loader_reads_it(files, tmp_path, capsys):
+    """A file whose name says no release but whose metadata gives the release's values (1 frame per chunk, a
+    window of 6 with 1 sink): the command line runs with those values, as the loader recognises them."""
+    from safetensors.torch import load_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file(load_file(str(files["--model"])), str(plain),
+              metadata={"num_frame_per_block": "1", "local_attn_size": "6", "sink_size": "1"})
+    summary = cli.main(["--model", str(plain), "--vae", str(files["--vae"]), "--text-encoder",
+                        str(files["--text-encoder"]), "--width", "32", "--height", "32", "--chunks", "2",
+                        "--steps", "1000", "--out", str(tmp_path / "meta.mp4")])
+    lines = capsys.readouterr().out.splitlines()
+    model = next(line for line in lines if line.startswith("model: "))
+    assert "(values from the file's metadata)" in model and "frame-wise, window 6 + 1 sink frames" in model
+    plan = next(line for line in lines if line.startswith("memory plan: "))
+    assert "at 32x32, window 6: peak" in plan  # planned with the window the stream runs with
+    assert summary["frames"] == 1 + 4 * 2 and len(summary["per_chunk"]) == 2

@@ -185,15 +185,16 @@ def test_loader_node_shows_the_defaults_and_the_sampler_follows_them(tmp_path, e
     ("longlive_models/models/longlive_base.pt", ["--window", "0", "--sink", "0"], (3, 0, 0)),
     ("self_forcing_dmd.pt", ["--frames-per-chunk", "2"], (2, 0, 0)),
 ])
-def test_cli_takes_the_release_values_it_was_not_given(tmp_path, name, given, want):
+def test_cli_takes_the_release_values_it_was_not_given(tmp_path, ema, other, name, given, want):
     from causalwan import cli
+    from causalwan.causal.weights.loader import prepare_experts
     from causalwan.cli_checks import check_model_files, fill_model_values
 
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x")
+    path = training_pt(tmp_path / name, ema, other)
     a = cli.parse_args(["--model", str(path), "--vae", str(path), "--text-encoder", str(path)] + given)
-    fill_model_values(a, check_model_files(a))
+    files = check_model_files(a)
+    files.experts = prepare_experts(low=files.low)  # what the checks read of the headers (the text encoder aside)
+    fill_model_values(a, files)
     assert (a.frames_per_chunk, a.window, a.sink) == want
 
 

@@ -8,8 +8,9 @@ Four parts, in bytes:
 - weights: what the mode keeps on the compute device. "resident": every expert whole; "swap": the blocks of one
   expert plus the non-block weights (embeddings, time projection, head) of all; "blocks": N blocks plus the
   non-block weights of all. fp8 weights: block Linear weights at 1 byte plus a float32 scale each.
-- kv_cache: on the device, every expert's cache in resident mode, one in swap/blocks; per expert, layers x (k, v) x batch x slots x tokens/frame x dim at the cache dtype (plus a float32
-  scale per token and head for fp8). Slots: the window, or without one the stream's length (streams are sized
+- kv_cache: on the device, every expert's cache in resident mode, one in swap/blocks (a switch of expert hands the
+  device buffers over layer by layer, causal/sampling/cache_copier.py, so never two); per expert, layers x (k, v)
+  x batch x slots x tokens/frame x dim at the cache dtype (plus a float32 scale per token and head for fp8). Slots: the window, or without one the stream's length (streams are sized
   once through StreamOptions.max_frames; an unsized cache doubles: 1, 4, 8, 16, 32 slots for 1 + 3k frames).
 - host (not on the device): in swap and blocks modes the idle expert's KV cache (only the running expert's is on
   the device), and the KV cache a continued stream's upstream parks in host memory for a re-queue

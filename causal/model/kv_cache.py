@@ -99,6 +99,7 @@ class KVCache:
         self.grid = None  # (batch, heads, head_dim, h, w, device)
         self.parked = False  # a copy waiting in host memory (causal/sampling/stream.py)
         self.event = None  # a CUDA copy of the buffers still in flight (causal/sampling/cache_copier.py)
+        self.layer_done = None  # called with a layer's index once a forward is done with that layer's buffers
 
     # ----------------------------------------------------------------- bookkeeping
     @property
@@ -106,8 +107,14 @@ class KVCache:
         """Cached frame indices, ascending."""
         return sorted(f for f in self.slot_frame if f >= 0)
 
+    BUFFERS = ("k", "v", "k_scale", "v_scale", "sink_raw")  # lists of one tensor per layer (those in use)
+
     def buffers(self) -> list[torch.Tensor]:
         return self.k + self.v + self.k_scale + self.v_scale + self.sink_raw
+
+    def layer_buffers(self, layer: int) -> dict[str, torch.Tensor]:
+        """The buffers of one layer, by list name."""
+        return {n: getattr(self, n)[layer] for n in self.BUFFERS if len(getattr(self, n)) > layer}
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.buffers())
@@ -120,7 +127,7 @@ class KVCache:
         for."""
         other = KVCache(self.num_layers, self.window, self.sink, self.policy, self.dtype, self.rope_limit,
                         self.capacity)
-        names = ("k", "v", "k_scale", "v_scale", "sink_raw")
+        names = self.BUFFERS
         if share:
             copies = self.buffers()
         elif copy is not None:
@@ -219,12 +226,18 @@ class KVCache:
 
     # ----------------------------------------------------------------- attention
     def attend(self, layer: int, plan: ChunkPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Store this chunk's k/v for `layer` and attend q [B, H, L, D] to every visible cached frame."""
+        """Store this chunk's k/v for `layer` and attend q [B, H, L, D] to every visible cached frame; then tell
+        `layer_done` (if set) that this forward is done with the layer's buffers."""
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            return self._attend_live(layer, plan, q, k, v)
-        self._store(layer, plan, k, v)
-        keys, values = self._read(layer, plan, q.dtype)
-        return F.scaled_dot_product_attention(apply_rope(q, *plan.q_rope), keys, values)
+            out = self._attend_live(layer, plan, q, k, v)
+        else:
+            self._store(layer, plan, k, v)
+            keys, values = self._read(layer, plan, q.dtype)
+            out = F.scaled_dot_product_attention(apply_rope(q, *plan.q_rope), keys, values)
+            del keys, values
+        if self.layer_done is not None:
+            self.layer_done(layer)
+        return out
 
     def _store(self, layer: int, plan: ChunkPlan, k: torch.Tensor, v: torch.Tensor) -> None:
         tpf = plan.tokens_per_frame

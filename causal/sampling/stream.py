@@ -14,9 +14,10 @@ the same path.
 Continuing never holds the KV caches twice on the compute device: `fork` hands this stream's cache buffers to
 the new stream and keeps a copy in host memory ("parked"), copied back only if this stream is forked or run
 again. Under swap/blocks offload (ExpertPair.park_idle_caches) only the running expert's cache is on the device;
-the idle expert's waits in host memory. When the next model call switches expert, the next expert's cache is
-copied in before the last call of the current one (on CUDA on a side stream, overlapping it, when the device has
-room for both) and the finished expert's cache is copied out right after it (causal/sampling/cache_copier.py).
+the idle expert's waits in host memory. When the next model call switches expert, the two caches trade places
+layer by layer during the last call of the current expert: each of its layers, once used, is copied out and the
+next expert's layer copied into the same device buffers (on CUDA on a side stream, overlapping the call), so the
+device holds one cache throughout (causal/sampling/cache_copier.py).
 
 Training (Self-Forcing) uses this same loop: `next_chunk(exit_step=k)` runs steps 0..k-1 without grad, step k
 with grad (when grad is enabled by the caller) and returns its x0 estimate; the context re-run stays without grad
@@ -136,7 +137,7 @@ class Stream:
     def _call(self, name: str, x: torch.Tensor, t: float, start: int, grad: bool = False,
               then: str | None = None) -> torch.Tensor:
         """One model call of expert `name`; `then`: the expert of the next call, if known, so a switch of
-        expert moves the caches around this call (see `_bring_early`)."""
+        expert hands the device over to its cache during this call (CacheCopier.handover)."""
         if self.prompt is None:
             raise RuntimeError("set a prompt (set_prompt) before generating")
         model = self.experts.get(name)
@@ -154,20 +155,14 @@ class Stream:
         else:
             text = {"context": self.prompt, "clip_fea": self.clip_fea}
         switch = then is not None and then != name and self.experts.park_idle_caches
-        if switch:
-            self._bring_early(then)
-        with torch.set_grad_enabled(grad):
-            out = model(x, tt, y=self._cond(start, x.shape[2]), cache=self.caches[name], start_frame=start, **text)
-        if switch:
-            self.caches[name] = self.copier.move(self.caches[name], to_host=True)
-        return out
-
-    def _bring_early(self, name: str) -> None:
-        """Start copying expert `name`'s parked cache in before the current expert's last call, so the copy
-        overlaps it (on CUDA only when the device has room for both caches; otherwise it comes at its own call)."""
-        c = self.caches[name]
-        if c.parked and self.copier.room(c.nbytes()):
-            self.caches[name] = self.copier.move(c, to_host=False)
+        handover = self.copier.handover(self.caches[name], self.caches[then]) if switch else None
+        try:
+            with torch.set_grad_enabled(grad):
+                return model(x, tt, y=self._cond(start, x.shape[2]), cache=self.caches[name], start_frame=start,
+                             **text)
+        finally:
+            if handover is not None:  # this expert's cache is parked now; `then`'s is on the device if it fitted
+                handover.finish()
 
     def _write_context(self, chunk: torch.Tensor, start: int, order=None, then: str | None = None) -> None:
         """Run `chunk` at t = 0 through every expert (in `order`); `then`: the expert called after the last one

@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .causal.model.config import ROPE_TABLE
@@ -19,7 +18,7 @@ from .causal.model.kv_cache import check_window
 from .causal.sampling import settings
 from .causal.sampling.schedule import parse_steps
 from .causal.weights.checkpoint_files import not_weights
-from .vae.image_fit import check_image, fit_image, snap
+from .vae.image_fit import read_image, snap
 
 BUNDLED_IMAGE = Path(__file__).resolve().parent / "assets" / "start.png"  # a frame of the tiny world
 TINY_WORLD = Path(__file__).resolve().parent / "assets" / "tinyworld"  # the model used when none is given
@@ -68,7 +67,7 @@ def check_args(a) -> CheckedArgs:
         device = check_device(a.device)
         nums = check_numbers(a)
         width, height, notes = check_size(a, files.demo)
-        image = read_image(a.image, width, height)
+        image = read_image(a.image, width, height, "--image")
         out = check_out(a.out, a.image)
         switches = check_switches(a.switch, a.prompt, a.chunks)
         loras = [check_lora(spec) for spec in a.lora]
@@ -277,28 +276,6 @@ def check_lora(spec: str) -> tuple[Path, float]:
     if not path or not strength.replace(".", "", 1).lstrip("-").isdigit():  # no strength given
         path, strength = spec, "1"
     return _existing("--lora", path), check_strength(strength, f"--lora {spec}")
-
-
-def read_image(value: str, width: int, height: int) -> torch.Tensor:
-    """--image read whole (a truncated file fails here, not mid-run) and fitted to width x height."""
-    from PIL import Image, UnidentifiedImageError
-    from PIL.Image import DecompressionBombError
-
-    path = Path(value)
-    if not path.exists():
-        raise UsageError(f"--image '{value}' does not exist; give a PNG or JPEG start image")
-    if path.is_dir():
-        raise UsageError(f"--image '{value}' is a folder; give one PNG or JPEG file from it")
-    try:
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError, SyntaxError) as e:
-        kind = "is not an image" if isinstance(e, UnidentifiedImageError) else "could not be read"
-        detail = str(e).split("\n")[0].replace(str(path), "").strip(" :'") or type(e).__name__
-        raise UsageError(f"--image '{value}' {kind} ({detail}); give a complete PNG or JPEG file") from None
-    image = torch.from_numpy(rgb)[None]
-    check_image(image, "--image")
-    return fit_image(image, width, height)
 
 
 def check_out(value: str, image: str) -> Path:

@@ -19,29 +19,26 @@ from pathlib import Path
 import torch
 
 from .causal.sampling.experts import ExpertPair
-from .causal.training.conditioning import PromptSet, read_prompts
+from .causal.training.conditioning import PromptSet, encode_prompt_set, read_prompts
 from .causal.training.config import ConfigError, TrainConfig, load_config
 from .causal.training.export import check_free
 from .causal.training.trainer import DMDTrainer, make_accelerator, trainable_copy
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def load_pair(path: str) -> ExpertPair:
+def load_pair(path: str, device) -> ExpertPair:
+    """The model at `path` in fp32 (the trained weights' precision), built straight on `device`."""
     from .causal.weights.loader import load_experts
     p = Path(path)
-    return load_experts(folder=p, dtype=torch.float32) if p.is_dir() else load_experts(low=p, dtype=torch.float32)
+    where = {"folder": p} if p.is_dir() else {"low": p}
+    return load_experts(**where, dtype=torch.float32, device=device)
 
 
 def encode_start_images(folder, vae, width: int, height: int) -> list[torch.Tensor]:
     """Every image of `folder`, fitted to width x height and encoded by `vae` (WanVAE): start latents for
     image-to-video training (shared by this command and the CausalWan Train (DMD) node)."""
-    from .cli_checks import read_image
-    folder = Path(folder)
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    if not files:
-        raise ConfigError(f"start images '{folder}' is not a folder of images ({', '.join(IMAGE_SUFFIXES)})")
-    return [vae.encode_images(read_image(str(f), width, height)).cpu() for f in files]
+    from .vae.image_fit import read_images
+    return [vae.encode_images(image).cpu() for image in read_images(folder, width, height)]
 
 
 def start_latents(cfg: TrainConfig) -> list[torch.Tensor] | None:
@@ -60,10 +57,7 @@ def prompt_set(cfg: TrainConfig) -> PromptSet:
     if not cfg.text_encoder:
         raise ConfigError("set `text_encoder` (umT5 file or folder) to encode the prompts file")
     from .causal.weights.text_encoder import load_text_encoder
-    enc = load_text_encoder(cfg.text_encoder)
-    contexts = [c.float().cpu() for c in enc.encode(prompts)]
-    negative = enc.encode([cfg.negative_prompt])[0].float().cpu()
-    return PromptSet(contexts, negative, start_latents(cfg))
+    return encode_prompt_set(load_text_encoder(cfg.text_encoder), prompts, cfg.negative_prompt, start_latents(cfg))
 
 
 def build(cfg: TrainConfig) -> DMDTrainer:
@@ -74,11 +68,8 @@ def build(cfg: TrainConfig) -> DMDTrainer:
     check_free(cfg.output)  # before anything is loaded or written
     acc = make_accelerator()
     prompts = prompt_set(cfg)
-    teacher = load_pair(cfg.teacher)
-    generator = load_pair(cfg.student) if cfg.student else trainable_copy(teacher)
-    for pair in (generator, teacher):
-        for m in pair.modules().values():
-            m.to(acc.device)
+    teacher = load_pair(cfg.teacher, acc.device)
+    generator = load_pair(cfg.student, acc.device) if cfg.student else trainable_copy(teacher)
     return DMDTrainer(cfg, generator, teacher, prompts, accelerator=acc)
 
 

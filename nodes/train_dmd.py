@@ -30,7 +30,7 @@ def save_path(save_name: str, is_pair: bool) -> Path:
 
 
 def prompt_set(conditioning, negative, prompts_file: str, text_encoder: str, negative_prompt: str, starts):
-    from ..causal.training.conditioning import PromptSet, read_prompts
+    from ..causal.training.conditioning import PromptSet, encode_prompt_set, read_prompts
 
     if prompts_file.strip():
         if conditioning is not None:
@@ -39,10 +39,7 @@ def prompt_set(conditioning, negative, prompts_file: str, text_encoder: str, neg
             raise ValueError("a prompts file needs a text encoder: choose one in text_encoder")
         from .text_encode import load_encoder
         texts = read_prompts(prompts_file.strip())
-        enc = load_encoder(text_encoder, "cpu")
-        contexts = [c.float() for c in enc.encode(texts)]
-        neg = enc.encode([negative_prompt])[0].float()
-        return PromptSet(contexts, neg, starts)
+        return encode_prompt_set(load_encoder(text_encoder, "cpu"), texts, negative_prompt, starts)
     if not conditioning:
         raise ValueError("no prompts: connect a CONDITIONING (several entries = several prompts) or give a "
                          "prompts file and a text encoder")

@@ -106,3 +106,48 @@ def test_image_to_video_training_from_a_folder_of_start_images(pair, tmp_path):
                                           start_images_folder=str(tmp_path / "starts"), vae=vae,
                                           **{**SMALL, "steps": 1})
     assert "after 1 steps" in text and (tmp_path / "dm" / "i2v" / "model_index.json").is_file()
+
+
+def test_a_broken_start_image_is_named_in_the_nodes_words(pair, tmp_path):
+    """A start image that cannot be read is named as the node's start image, not as a command-line flag, and
+    stops the node before any training."""
+    from causalwan.nodes.vae_loader import CausalWanVAELoader
+
+    (tmp_path / "starts").mkdir()
+    Image.new("RGB", (40, 30), (60, 120, 200)).save(tmp_path / "starts" / "0.png")
+    png = (tmp_path / "starts" / "0.png").read_bytes()
+    (tmp_path / "starts" / "1.png").write_bytes(png[: len(png) // 2])
+    vae = CausalWanVAELoader().load("tiny_vae.safetensors")[0]
+    with pytest.raises(ValueError) as e:
+        CausalWanTrainDMD().train(pair, pair, "broken", conditioning=prompts(),
+                                  start_images_folder=str(tmp_path / "starts"), vae=vae, **SMALL)
+    message = str(e.value)
+    assert message.startswith(f"start image '{tmp_path / 'starts' / '1.png'}' could not be read (") and message.endswith("give a complete PNG or JPEG file")
+    assert "--image" not in message
+    assert not (tmp_path / "dm" / "broken").exists() and not (tmp_path / "output").exists()
+
+
+def test_the_node_and_the_train_command_encode_a_prompts_file_alike(tmp_path):
+    """The node's prompts file and the train command go through one encode_prompt_set: the same contexts and
+    negative, fp32 on the CPU."""
+    pytest.importorskip("sentencepiece")
+    from causalwan import train
+    from causalwan.causal.training.config import TrainConfig
+    from causalwan.nodes import train_dmd
+    from weight_writers import write_tiny_umt5
+
+    (tmp_path / "text_encoders").mkdir()
+    umt5 = write_tiny_umt5(tmp_path / "text_encoders" / "umt5.safetensors", "a red fox runs through snow".split(), 16)
+    (tmp_path / "p.txt").write_text("a red fox\nruns through snow\n")
+    cfg = TrainConfig(prompts_file=str(tmp_path / "p.txt"), text_encoder=str(umt5), negative_prompt="snow")
+    from_command = train.prompt_set(cfg)
+    adapter.set_model_folders({"text_encoders": [str(tmp_path / "text_encoders")]})
+    try:
+        from_node = train_dmd.prompt_set(None, None, str(tmp_path / "p.txt"), "umt5.safetensors", "snow", None)
+    finally:
+        adapter.set_model_folders(None)
+    assert len(from_command) == len(from_node) == 2
+    for got in (from_command, from_node):
+        assert all(c.dtype == torch.float32 and c.device.type == "cpu" for c in [*got.contexts, got.negative])
+    assert all(torch.equal(a, b) for a, b in zip(from_command.contexts, from_node.contexts))
+    assert torch.equal(from_command.negative, from_node.negative)

@@ -49,3 +49,23 @@ def test_train_command_from_a_config_file(models_root, tmp_path):
     moved = [(a - b).abs().max() for a, b in zip(pair.low.parameters(), teacher.low.parameters())]
     assert max(moved) > 0  # trained away from the teacher it started from
     assert (tmp_path / "student.ckpt" / "latest").read_text() == "step-000002"
+
+
+def test_the_models_are_built_on_the_training_device(monkeypatch, models_root, tmp_path):
+    """train.build loads the teacher (and student) straight onto the accelerator's device in fp32, instead of
+    loading on the CPU and moving them afterwards."""
+    from causalwan import train
+    from causalwan.causal.weights import loader
+
+    asked = []
+    real = loader.load_experts
+    monkeypatch.setattr(loader, "load_experts", lambda **kw: asked.append(kw) or real(**kw))
+    teacher = models_root / "diffusion_models" / FOLDER
+    (tmp_path / "prompts.txt").write_text("a red fox runs\n")
+    cfg = train.TrainConfig(teacher=str(teacher), student=str(teacher), output=str(tmp_path / "student"),
+                            text_encoder=str(write_tiny_umt5(tmp_path / "umt5.safetensors", WORDS, TEXT_DIM)),
+                            prompts_file=str(tmp_path / "prompts.txt"), latent_frames=4, latent_height=4,
+                            latent_width=4)
+    trainer = train.build(cfg)
+    assert [(kw["dtype"], kw["device"]) for kw in asked] == [(torch.float32, trainer.acc.device)] * 2
+    assert {p.device for p in trainer.teacher.low.parameters()} == {trainer.acc.device}

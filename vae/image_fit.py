@@ -1,13 +1,18 @@
 """Fitting a start image to a Wan resolution: sides snapped to multiples of 16, the image scaled to cover and
-centre-cropped (or stretched). Shared by the Start node and the command line."""
+centre-cropped (or stretched); start images read from files. Shared by the Start node, the command line and
+training (the command and the CausalWan Train (DMD) node)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 MULTIPLE = 16  # VAE stride 8 x DiT patch 2
 MAX_SIDE = 8192
 FITS = ("crop", "stretch")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def snap(value: int, name: str) -> tuple[int, str]:
@@ -48,3 +53,38 @@ def fit_image(image: torch.Tensor, width: int, height: int, fit: str = "crop") -
     else:
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return x.movedim(1, -1).clamp(0, 1)
+
+
+def read_image(path, width: int, height: int, name: str = "start image") -> torch.Tensor:
+    """The image file `path` read whole (a truncated file fails here, not mid-run) as an IMAGE [1, height, width,
+    3], fitted; errors name the file as `name` (the caller's word for it)."""
+    from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{name} '{path}' does not exist; give a PNG or JPEG image")
+    if path.is_dir():
+        raise ValueError(f"{name} '{path}' is a folder; give one PNG or JPEG file from it")
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        kind = "is not an image" if isinstance(e, UnidentifiedImageError) else "could not be read"
+        detail = str(e).split("\n")[0].replace(str(path), "").strip(" :'") or type(e).__name__
+        raise ValueError(f"{name} '{path}' {kind} ({detail}); give a complete PNG or JPEG file") from None
+    image = torch.from_numpy(rgb)[None]
+    check_image(image, name)
+    return fit_image(image, width, height)
+
+
+def read_images(folder, width: int, height: int, name: str = "start images folder") -> list[torch.Tensor]:
+    """Every image file of `folder` (by name), each read and fitted as read_image does."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{name} '{folder}' is not a folder; give a folder of images ({', '.join(IMAGE_SUFFIXES)})")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{name} '{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)}); put the start images "
+                         f"in it")
+    return [read_image(f, width, height) for f in files]

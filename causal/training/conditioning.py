@@ -60,3 +60,12 @@ class PromptSet:
             picks = indices if start_indices is None else start_indices
             start = torch.cat([self.starts[i % len(self.starts)] for i in picks]).to(device, torch.float32)
         return ctx, neg, start
+
+
+def encode_prompt_set(encoder, prompts: list[str], negative_prompt: str,
+                      starts: list[torch.Tensor] | None = None) -> PromptSet:
+    """A PromptSet of `prompts` and the negative prompt encoded by `encoder` (TextEncoder), kept fp32 on the CPU
+    (a batch moves to the device when drawn), with optional start latents."""
+    contexts = [c.float().cpu() for c in encoder.encode(prompts)]
+    negative = encoder.encode([negative_prompt])[0].float().cpu()
+    return PromptSet(contexts, negative, starts)

@@ -93,3 +93,36 @@ def test_rollout_gradient_with_checkpointed_blocks_is_the_same():
     v1, g1 = grads(True)
     assert torch.equal(v0, v1)
     assert max((a - b).abs().max().item() for a, b in zip(g0, g1)) <= 1e-6
+
+
+def test_the_live_rows_are_built_once_per_chunk_for_every_layer(monkeypatch):
+    """Under grad each layer writes this chunk's live keys into the rows read from the cache; the row index is
+    built once per chunk (the plan keeps it), not once per layer, and the outputs are those of inference."""
+    import sys
+
+    from causalwan.causal.model import kv_cache
+    from causalwan.causal.model.kv_cache import KVCache
+
+    m = tiny_model(3)
+    assert m.config.num_layers >= 2
+    g = torch.Generator().manual_seed(5)
+    x, ctx = torch.randn(1, 16, 3, *HW, generator=g), torch.randn(1, 7, m.config.text_dim, generator=g)
+    t = torch.full((1, 3), 500.0)
+    built, arange = [], torch.arange
+    monkeypatch.setattr(torch, "arange", lambda *a, **k: (
+        built.append(1) if sys._getframe(1).f_code.co_filename == kv_cache.__file__ else None) or arange(*a, **k))
+    plans, plan = [], KVCache.plan
+    monkeypatch.setattr(KVCache, "plan", lambda self, *a, **k: plans.append(plan(self, *a, **k)) or plans[-1])
+    live, still = KVCache(m.config.num_layers), KVCache(m.config.num_layers)
+    with torch.no_grad():
+        m(x[:, :, :1], t[:, :1], ctx, cache=live, start_frame=0)
+        m(x[:, :, :1], t[:, :1], ctx, cache=still, start_frame=0)
+        want = m(x[:, :, 1:], t[:, 1:], ctx, cache=still, start_frame=1)
+    built.clear()
+    m.requires_grad_(True)
+    with torch.enable_grad():
+        got = m(x[:, :, 1:], t[:, 1:], ctx, cache=live, start_frame=1)
+    assert got.requires_grad and len(built) == 1  # one index for the chunk, shared by the layers
+    rows = torch.arange(2)[:, None] * plans[-1].tokens_per_frame + torch.arange(plans[-1].tokens_per_frame)
+    assert torch.equal(plans[-1].live_rows, rows.flatten() + plans[-1].tokens_per_frame)
+    assert torch.equal(got.detach(), want)

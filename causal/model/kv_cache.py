@@ -75,6 +75,7 @@ class ChunkPlan:
     sink_rope: tuple | None = None  # window policy: rotation of the sink frames at that offset
     live: list | None = None  # position of each of this chunk's frames among the attended frames
     held: dict | None = None  # under grad: layer -> (keys, values) read from the cache, reused by recomputation
+    live_rows: torch.Tensor | None = None  # under grad: this chunk's token rows among the attended, for every layer
 
 
 class KVCache:
@@ -267,8 +268,11 @@ class KVCache:
             raise ValueError("an fp8 KV cache cannot be trained through; use a bf16 or fp32 cache for training")
         if plan.held is None:
             plan.held = {}
-        tpf = plan.tokens_per_frame
-        rows = (torch.tensor(plan.live, device=k.device)[:, None] * tpf + torch.arange(tpf, device=k.device)).flatten()
+        if plan.live_rows is None:  # once per chunk: every layer (and recomputation) reuses it
+            tpf = plan.tokens_per_frame
+            plan.live_rows = (torch.tensor(plan.live, device=k.device)[:, None] * tpf
+                              + torch.arange(tpf, device=k.device)).flatten()
+        rows = plan.live_rows
         if layer not in plan.held:  # first pass (a checkpoint recomputation finds the copy and writes nothing)
             with torch.no_grad():
                 self._store(layer, plan, k.detach(), v.detach())

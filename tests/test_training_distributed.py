@@ -1,7 +1,6 @@
 """Two processes (gloo on CPU, started by torch.distributed.run as accelerate expects) give the same update as one
 process with the same global batch, with and without FSDP (FSDP2 runs on CPU), within float32 tolerance."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,11 @@ import train_worker
 WORKER = Path(__file__).parent / "train_worker.py"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def two_processes(out: Path, *flags) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(WORKER), str(out), *flags]
+    # --standalone: the launcher's own TCP store binds port 0 (the system picks a free port while binding) and the
+    # workers join that store; a port chosen here, released and bound later by torchrun could be taken meanwhile
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
+           str(out), *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -18,18 +18,20 @@ import sys
 import time
 from contextlib import contextmanager
 
-import torch
+from .cli_endings import Stopped, end, fail, starting, stopped_by_signals
 
-from .causal.memory.memory_plan import GIB, MODES, plan_memory, replace_plan
-from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload, part_bytes, weight_dtype_of
-from .causal.model.kv_cache import CACHE_DTYPES
-from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
-from .causal.sampling.defaults import model_defaults
-from .causal.sampling.stream import Stream, StreamOptions
-from .cli_checks import BUNDLED_IMAGE, CheckedArgs, UsageError, check_args
-from .cli_endings import Stopped, end, fail, stopped_by_signals
-from .vae.streaming import StreamingDecoder
-from .video_writer import Mp4Writer
+with starting():  # Ctrl-C while torch and the engine are imported: one line, like every other ending
+    import torch
+
+    from .causal.memory.memory_plan import GIB, MODES, plan_memory, replace_plan
+    from .causal.memory.offload import MODES as OFFLOAD_MODES, apply_offload, part_bytes, weight_dtype_of
+    from .causal.model.kv_cache import CACHE_DTYPES
+    from .causal.sampling.prompts import SWITCH_MODES, PromptChange, PromptSchedule
+    from .causal.sampling.defaults import model_defaults
+    from .causal.sampling.stream import Stream, StreamOptions
+    from .cli_checks import BUNDLED_IMAGE, CheckedArgs, UsageError, check_args
+    from .vae.streaming import StreamingDecoder
+    from .video_writer import Mp4Writer
 
 DEFAULT_PROMPT = "a red circle moves right"  # what the bundled start image shows, in the tiny world's words
 
@@ -186,7 +188,8 @@ def engine_log_to_stdout():
 
 
 def main(argv=None) -> dict:
-    a = parse_args(argv)
+    with starting():
+        a = parse_args(argv)
     with stopped_by_signals(), engine_log_to_stdout():
         try:
             c = check_args(a)

@@ -1,17 +1,14 @@
 """How a command-line run that has started ends when it cannot finish: Ctrl-C or SIGTERM, a full disk, out of
 memory, weights that fail while they are read. Each ends in one line that says what happened after how many
 chunks and what was kept: the unfinished <out>.partial.mp4 is always removed (Mp4Writer), an earlier <out> is
-left byte for byte as it was."""
+left byte for byte as it was. Ctrl-C before the run has started (while torch and the engine are imported) ends in
+one line too. Nothing here imports torch at import time: the command line imports this first."""
 from __future__ import annotations
 
 import errno
 import signal
 import sys
 from contextlib import contextmanager
-
-import torch
-
-from .causal.memory.oom import device_budget, is_oom, oom_message
 
 FULL_DISK = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
 
@@ -39,6 +36,17 @@ def stopped_by_signals():
             signal.signal(s, handler)
 
 
+@contextmanager
+def starting():
+    """Ctrl-C while the command starts (torch and the engine are imported, the options read): one line and exit
+    130, like every other ending; nothing has been written yet."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("cancelled by SIGINT while starting: nothing was written", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.SIGINT) from None
+
+
 def fail(message: str, code: int):
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
@@ -52,6 +60,10 @@ def kept(out, existed: bool, report: dict) -> str:
 
 def end(err: BaseException, out, existed: bool, report: dict, chunks: int, device: str):
     """The one line (and exit code) for an error that stopped a started run; re-raises anything else."""
+    import torch
+
+    from .causal.memory.oom import device_budget, is_oom, oom_message
+
     done = f"{report['chunks']} of {chunks} chunks"
     what = kept(out, existed, report)
     if isinstance(err, Stopped):

@@ -242,3 +242,33 @@ def test_ctrl_c_while_the_inputs_are_checked(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 130 and list(tmp_path.iterdir()) == []
     assert err == f"cancelled by SIGINT after 0 of 2 chunks: no video was written to '{tmp_path / 'v.mp4'}'"
+
+
+# Runs `python -m causalwan.cli` (runpy, as -m does) with torch's import held up until the test sends SIGINT: a
+# Ctrl-C that lands while torch is being imported, every time.
+SLOW_TORCH = """
+import runpy, sys, time
+class SlowTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            print("importing torch", flush=True)
+            time.sleep(120)
+        return None
+sys.meta_path.insert(0, SlowTorch())
+runpy.run_module("causalwan.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", SLOW_TORCH, "--out", "v.mp4"], cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert p.stdout.readline() == "importing torch\n"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert err == "cancelled by SIGINT while starting: nothing was written\n" and out == ""
+    assert list(tmp_path.iterdir()) == []

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
+from causalwan.bench.timing import timed
 from causalwan.causal.model.config import WanConfig
 from causalwan.causal.model.transformer import CausalWanModel
 from causalwan.causal.training.export import diffusers_config
@@ -38,12 +38,6 @@ def twins(cfg: WanConfig, seed: int = 0):
     ref = diffusers.WanTransformer3DModel.from_config(diffusers_config(cfg)).eval().requires_grad_(False)
     ref.load_state_dict({keymap.to_diffusers(k): v for k, v in ours.state_dict().items()}, strict=True)
     return ours, ref
-
-
-def timed(fn) -> tuple[float, torch.Tensor]:
-    t0 = time.perf_counter()
-    out = fn()
-    return (time.perf_counter() - t0) * 1e3, out
 
 
 def compare(ours, ref, dtype: torch.dtype, x, t, ctx, iters: int) -> dict:

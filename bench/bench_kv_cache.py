@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import statistics
 
 import torch
 
+from causalwan.bench.timing import repeated
 from causalwan.causal.model.config import WanConfig
 from causalwan.causal.model.kv_cache import KVCache
 from causalwan.causal.model.masks import block_causal_mask, token_mask
@@ -21,13 +22,7 @@ from causalwan.causal.model.transformer import CausalWanModel
 
 def timed(fn, repeat: int) -> float:
     """Median wall time in ms over `repeat` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2] * 1000
+    return statistics.median(repeated(fn, repeat))
 
 
 def main(argv=None) -> dict:

@@ -12,12 +12,12 @@ import argparse
 import copy
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from causalwan.bench.timing import repeated
 from causalwan.causal.model.config import WanConfig
 from causalwan.causal.model.transformer import CausalWanModel
 from causalwan.causal.sampling.experts import ExpertPair
@@ -27,13 +27,7 @@ from causalwan.causal.weights.lora_keys import read_lora
 
 def timed(fn, repeat: int) -> float:
     """Fastest wall time in ms over `repeat` runs after one warm-up (the least disturbed by other load)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1000
+    return min(repeated(fn, repeat))
 
 
 def main(argv=None) -> dict:

@@ -81,8 +81,8 @@ def test_window_policy_moves_the_sinks_along():
     assert cache.frames == [0, 1, 11, 12, 13, 14, 15] and cache.sink_offset == [offset, offset]
     tpf = 6
     for layer in range(2):
-        cos, sin = rope_table(range(offset, offset + 2), 2, 3, 16, None)
-        expected = apply_rope(cache.sink_raw[layer], cos, sin)
+        rot = rope_table(range(offset, offset + 2), 2, 3, 16, None)
+        expected = apply_rope(cache.sink_raw[layer], rot)
         assert (cache.k[layer][:, :, : 2 * tpf] - expected).abs().max() <= 1e-6
     assert cache.nbytes() == sum(b.numel() * 4 for b in cache.k + cache.v + cache.sink_raw)
 

@@ -18,8 +18,8 @@ def test_cuda_oom_names_the_mode_and_resolution_to_try():
         with explain_oom(plan, budget=80 * GIB):
             raise torch.OutOfMemoryError(CUDA_OOM)
     msg = str(info.value)
-    assert msg.startswith("CausalWan ran out of memory in offload mode 'resident' at 480x832 (planned peak 104.7 GiB, "
-                          "about 80.0 GiB usable). Try offload mode 'swap' at 480x832 (planned peak 53.5")
+    assert msg.startswith("CausalWan ran out of memory in offload mode 'resident' at 480x832 (planned peak 104.6 GiB, "
+                          "about 80.0 GiB usable). Try offload mode 'swap' at 480x832 (planned peak 53.4")
     assert msg.endswith("Original error: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
                         "79.11 GiB")
     assert isinstance(info.value, torch.cuda.OutOfMemoryError)  # callers that handle OOM still do

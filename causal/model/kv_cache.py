@@ -70,9 +70,9 @@ class ChunkPlan:
     runs: list  # [(first chunk frame, first slot, count)] contiguous slot runs to write
     used: int  # attend to slots [0, used) when gather is None
     gather: torch.Tensor | None  # token indices to attend to otherwise
-    q_rope: tuple  # rotation of this chunk's queries and keys
+    q_rope: torch.Tensor  # rotation of this chunk's queries and keys
     offset: int = 0  # window policy: the sinks sit at positions offset .. offset + S - 1
-    sink_rope: tuple | None = None  # window policy: rotation of the sink frames at that offset
+    sink_rope: torch.Tensor | None = None  # window policy: rotation of the sink frames at that offset
     live: list | None = None  # position of each of this chunk's frames among the attended frames
     held: dict | None = None  # under grad: layer -> (keys, values) read from the cache, reused by recomputation
     live_rows: torch.Tensor | None = None  # under grad: this chunk's token rows among the attended, for every layer
@@ -234,7 +234,7 @@ class KVCache:
         else:
             self._store(layer, plan, k, v)
             keys, values = self._read(layer, plan, q.dtype)
-            out = F.scaled_dot_product_attention(apply_rope(q, *plan.q_rope), keys, values)
+            out = F.scaled_dot_product_attention(apply_rope(q, plan.q_rope), keys, values)
             del keys, values
         if self.layer_done is not None:
             self.layer_done(layer)
@@ -244,7 +244,7 @@ class KVCache:
         tpf = plan.tokens_per_frame
         if plan.sink_rope is not None:
             self._keep_sink_keys(layer, plan, k)
-        k = apply_rope(k, *plan.q_rope)
+        k = apply_rope(k, plan.q_rope)
         for j, s, n in plan.runs:
             self._write(layer, s * tpf, k[:, :, j * tpf:(j + n) * tpf], v[:, :, j * tpf:(j + n) * tpf])
         if plan.sink_rope is not None and self.sink_offset[layer] != plan.offset:
@@ -278,9 +278,9 @@ class KVCache:
                 self._store(layer, plan, k.detach(), v.detach())
                 plan.held[layer] = tuple(t.clone() for t in self._read(layer, plan, q.dtype))
         keys, values = plan.held[layer]
-        keys = keys.index_copy(2, rows, apply_rope(k, *plan.q_rope).to(keys.dtype))
+        keys = keys.index_copy(2, rows, apply_rope(k, plan.q_rope).to(keys.dtype))
         values = values.index_copy(2, rows, v.to(values.dtype))
-        return F.scaled_dot_product_attention(apply_rope(q, *plan.q_rope), keys, values)
+        return F.scaled_dot_product_attention(apply_rope(q, plan.q_rope), keys, values)
 
     def _write(self, layer: int, at: int, k: torch.Tensor, v: torch.Tensor | None) -> None:
         """Store k (already rotated) and v rows at token index `at`; v None leaves the values as they are.
@@ -308,7 +308,6 @@ class KVCache:
         tpf, held = plan.tokens_per_frame, [f for f in range(self.sink) if self.slot_frame[f] == f]
         if held and len(self.sink_raw) > layer:
             n = (held[-1] + 1) * tpf
-            cos, sin = (t[:n] for t in plan.sink_rope)
             raw = self.sink_raw[layer][:, :, :n]
-            self._write(layer, 0, apply_rope(raw, cos, sin), None)
+            self._write(layer, 0, apply_rope(raw, plan.sink_rope[:n]), None)
         self.sink_offset[layer] = plan.offset

@@ -1,7 +1,8 @@
 """3-D rotary position embedding of Wan (frame, height, width), applied to interleaved pairs.
 
 The head dimension is split into a frame part and two spatial parts (128 -> 44/42/42). Tables are computed in
-float64 and applied in float32; a frame position may be any integer below the table size (1024 for Wan).
+float64 and applied in float32 as one complex rotation cos + i sin per pair; a frame position may be any integer
+below the table size (1024 for Wan).
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def _angles(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
 
 
 def rope_table(frame_positions, height: int, width: int, head_dim: int, table: int | None = 1024,
-               theta: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin, each [len(frame_positions) * height * width, head_dim] (one angle per pair, repeated;
-    the sin of a pair's first element negated), frame-major token order.
+               theta: float = 10000.0, device=None) -> torch.Tensor:
+    """The rotation of every token, complex64 [len(frame_positions) * height * width, head_dim // 2]: cos + i sin
+    of each pair's angle, frame-major token order.
 
     table: frame positions must stay below it (the trained table); None lifts that limit for callers that only
     depend on position differences. Memoised: every denoising step and expert of a chunk asks for the same
@@ -51,18 +52,16 @@ def _rope_table(positions: tuple, height: int, width: int, head_dim: int, table:
         ah[None, :, None, :].expand(f, height, width, -1),
         aw[None, None, :, :].expand(f, height, width, -1),
     ], dim=-1).reshape(f * height * width, head_dim // 2)
-    cos = ang.cos().repeat_interleave(2, dim=-1)  # c0 c0 c1 c1 ...
-    sin = torch.stack((-ang.sin(), ang.sin()), dim=-1).flatten(-2)  # -s0 s0 -s1 s1 ...
-    return cos.to(device=device, dtype=torch.float32), sin.to(device=device, dtype=torch.float32)
+    return torch.complex(ang.cos().float(), ang.sin().float()).to(device)
 
 
 def clear_tables() -> None:
-    """Forget the memoised tables (a released model's: they sit on its device, ~77 MB at A14B chunk size)."""
+    """Forget the memoised tables (a released model's: they sit on its device, ~38 MB at A14B chunk size)."""
     _rope_table.cache_clear()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, heads, L, D] by the tables (cos, sin) [L, D]; pairs are (x[2i], x[2i+1]):
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, heads, L, D] by the table rot [L, D/2] (rope_table); pairs are (x[2i], x[2i+1]):
     out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin.
 
     Computed as one complex multiply of the pairs by cos + i sin (a single pass over x, no swapped copy),
@@ -74,6 +73,5 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         xt = xt.float()
     if xt.stride(-1) != 1 or xt.storage_offset() % 2 or any(s % 2 for s in xt.stride()[:-1]):
         xt = xt.contiguous()  # view_as_complex needs (real, imag) pairs adjacent and aligned
-    rot = torch.complex(cos[:, 0::2], sin[:, 1::2])[:, None]  # [L, 1, D/2]; the odd sin entries carry +sin
-    out = torch.view_as_real(torch.view_as_complex(xt.unflatten(-1, (-1, 2))) * rot).flatten(-2)
+    out = torch.view_as_real(torch.view_as_complex(xt.unflatten(-1, (-1, 2))) * rot[:, None]).flatten(-2)
     return out.to(dtype).transpose(1, 2)

@@ -30,7 +30,6 @@ class LoadedModel:
     plan: str  # the memory-plan line shown to the user
     offload: str = "resident"  # the mode in force ("auto" already resolved)
     policy: object = None  # causal.offload.Offload attached to the experts
-    released: bool = False
     # StreamStates built on it; shared with its LoRA copies (`replace` keeps it), which share the experts
     streams: weakref.WeakSet = field(default_factory=weakref.WeakSet, repr=False)
     loras: tuple = ()  # causal.weights.lora.LoraUse entries, in the order the LoRA nodes added them
@@ -64,6 +63,12 @@ class LoadedModel:
                            shared_cross=self.experts.share_cross_cache, part_bytes=part_bytes(self.experts), **workload)
 
     @property
+    def released(self) -> bool:
+        """The loader ran again and freed these experts (a flag on the experts, so the copies CausalWan LoRA made of
+        this value see it too)."""
+        return getattr(self.experts, "released", False)
+
+    @property
     def is_pair(self) -> bool:
         return self.experts.high is not None
 
@@ -79,12 +84,11 @@ class LoadedModel:
             self.policy = None
         for m in self.experts.modules().values():
             m.to("meta")
-        self.released = True
-        self.experts.released = True  # seen by the copies CausalWan LoRA made of this value too
+        self.experts.released = True
         clear_tables()  # the RoPE tables its streams used stay on the device otherwise
 
     def check(self) -> None:
-        if self.released or getattr(self.experts, "released", False):
+        if self.released:
             raise ValueError("this model was released because its CausalWan Model Loader ran again; queue the "
                              "workflow again so the sampler gets the newly loaded model")
 

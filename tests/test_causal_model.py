@@ -67,6 +67,41 @@ def test_per_frame_timesteps_match_single_frame_calls():
     assert (both[:, :, 1:] - second).abs().max() <= 1e-5
 
 
+def test_one_timestep_for_all_tokens_equals_the_per_frame_and_batched_paths():
+    """Batch 1 at one timestep takes the fused path (the modulation as the layer norm's affine weights); the same
+    timestep given per frame, and the same sample inside a batch of two, take the general norm-then-modulate
+    path: all three agree."""
+    m = tiny_model()
+    g = torch.Generator().manual_seed(4)
+    x, ctx = torch.randn(1, 16, 3, 4, 6, generator=g), torch.randn(1, 5, 32, generator=g)
+    other = torch.randn(1, 16, 3, 4, 6, generator=g)
+    with torch.no_grad():
+        fused = m(x, torch.tensor([640.0]), ctx)
+        per_frame = m(x, torch.full((1, 3), 640.0), ctx)
+        batched = m(torch.cat([x, other]), torch.tensor([640.0, 120.0]), ctx.expand(2, -1, -1))
+    assert fused.abs().mean() > 0.1
+    assert (fused - per_frame).abs().max() <= 1e-5
+    assert (fused - batched[:1]).abs().max() <= 1e-5
+
+
+def test_cpu_tanh_gelu_equals_torchs_and_keeps_its_gradient():
+    from causalwan.causal.model.transformer import TanhGELU
+
+    x = torch.randn(64, 96, generator=torch.Generator().manual_seed(5)) * 4
+    with torch.no_grad():
+        plain = TanhGELU()(x)
+    assert (plain - F.gelu(x, approximate="tanh")).abs().max() <= 1e-6
+    live = x.clone().requires_grad_()
+    out = TanhGELU()(live)
+    assert torch.equal(out.detach(), plain)  # under autograd the very same values
+    grad = torch.randn_like(x)
+    out.backward(grad)
+    ref = x.clone().requires_grad_()
+    F.gelu(ref, approximate="tanh").backward(grad)
+    assert torch.equal(live.grad, ref.grad)
+    assert torch.equal(TanhGELU()(x.bfloat16()), F.gelu(x.bfloat16(), approximate="tanh"))  # torch's kernel
+
+
 def test_bad_inputs_get_clear_errors():
     m = tiny_model()
     ctx = torch.randn(1, 4, 32)

@@ -60,18 +60,25 @@ def clear_tables() -> None:
     _rope_table.cache_clear()
 
 
-def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, rot: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Rotate x [B, heads, L, D] by the table rot [L, D/2] (rope_table); pairs are (x[2i], x[2i+1]):
     out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin.
 
     Computed as one complex multiply of the pairs by cos + i sin (a single pass over x, no swapped copy),
     token-major ([B, L, heads, D] in memory, as the projections make it), and returned as a [B, heads, L, D] view of
-    that: attention kernels read it faster than a heads-major copy."""
+    that: attention kernels read it faster than a heads-major copy. Where autograd does not track x, a float32
+    copy made here is rotated in place, and with inplace=True (for an x nothing else reads afterwards) so is x."""
     dtype = x.dtype
     xt = x.transpose(1, 2)
     if xt.dtype != torch.float32:
         xt = xt.float()
     if xt.stride(-1) != 1 or xt.storage_offset() % 2 or any(s % 2 for s in xt.stride()[:-1]):
         xt = xt.contiguous()  # view_as_complex needs (real, imag) pairs adjacent and aligned
-    out = torch.view_as_real(torch.view_as_complex(xt.unflatten(-1, (-1, 2))) * rot[:, None]).flatten(-2)
+    pairs = torch.view_as_complex(xt.unflatten(-1, (-1, 2)))
+    tracked = torch.is_grad_enabled() and x.requires_grad
+    if not tracked and (inplace or xt.data_ptr() != x.data_ptr()):
+        pairs.mul_(rot[:, None])
+        out = xt
+    else:
+        out = torch.view_as_real(pairs * rot[:, None]).flatten(-2)
     return out.to(dtype).transpose(1, 2)

@@ -36,41 +36,73 @@ class FP32LayerNorm(nn.LayerNorm):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    """x rsqrt(|x|^2 / dim + eps) weight over the last dim, computed in float32 (|x| is one fused reduction: no
+    squared copy of x).
+
+    inplace: where autograd does not track x, normalise a float32 x itself instead of a new tensor; for an input
+    nothing else reads afterwards (a projection's fresh output)."""
+
+    def __init__(self, dim: int, eps: float, inplace: bool = False):
         super().__init__()
         self.eps = eps
+        self.inplace = inplace
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
         xf = x.float()
-        y = (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True).add_(self.eps))).to(x.dtype)
-        if torch.is_grad_enabled() or y.dtype != self.weight.dtype:
-            return y * self.weight
-        return y.mul_(self.weight)  # without autograd into the temporary: one allocation less
+        r = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square().div(xf.shape[-1]).add(self.eps).rsqrt()
+        tracked = torch.is_grad_enabled() and (xf.requires_grad or self.weight.requires_grad)
+        if tracked or self.weight.dtype != x.dtype:
+            return (xf * r).to(x.dtype) * self.weight
+        y = xf.mul_(r) if self.inplace or xf is not x else xf * r  # (x.float() of a bf16 x is a copy already)
+        return y.to(x.dtype).mul_(self.weight)
 
 
 class TanhGELU(nn.GELU):
     """GELU, tanh approximation: 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3). On the CPU in float32 it
-    is computed as the equal x sigmoid(2u) (within 5e-7), in place on one temporary: torch's CPU kernel of the tanh
-    form takes about twice as long (0.72 against 0.38 ms on 288 x 1536, one thread). Its gradient is torch's own
-    tanh-GELU gradient, and a forward under autograd gives the very values of one without. Elsewhere (CUDA, bf16)
-    torch's kernel."""
+    is computed as the equal x sigmoid(2u) (within 5e-7): torch's CPU kernel of the tanh form takes about twice as
+    long (0.72 against 0.38 ms on 288 x 1536, one thread). Its gradient is torch's own tanh-GELU gradient, and a
+    forward under autograd gives the very values of one without. Elsewhere (CUDA, bf16) torch's kernel.
 
-    def __init__(self):
+    inplace (as nn.ReLU's): where autograd does not track x, overwrite x, a few rows at a time, instead of
+    allocating a result as large as x; for an input nothing else reads afterwards (the hidden layer of an FFN)."""
+
+    def __init__(self, inplace: bool = False):
         super().__init__(approximate="tanh")
+        self.inplace = inplace
 
     def forward(self, x):
         if x.device.type != "cpu" or x.dtype != torch.float32:
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _SigmoidFormGELU.apply(x)
+        if self.inplace and x.is_contiguous():
+            return sigmoid_form_gelu_(x)
         return sigmoid_form_gelu(x)
 
 
-def sigmoid_form_gelu(x: torch.Tensor) -> torch.Tensor:
-    """x sigmoid(2u), 2u = C x + C 0.044715 x^3 (C = 2 sqrt(2/pi)), in place on one new tensor."""
+def _gelu_gate(x: torch.Tensor) -> torch.Tensor:
+    """sigmoid(2u), 2u = C x + C 0.044715 x^3 (C = 2 sqrt(2/pi)), in place on one new tensor."""
     c = 2 * (2 / math.pi) ** 0.5
-    return torch.addcmul(x.new_tensor(c), x, x, value=c * 0.044715).mul_(x).sigmoid_().mul_(x)
+    return torch.addcmul(x.new_tensor(c), x, x, value=c * 0.044715).mul_(x).sigmoid_()
+
+
+def sigmoid_form_gelu(x: torch.Tensor) -> torch.Tensor:
+    """x sigmoid(2u) as a new tensor."""
+    return _gelu_gate(x).mul_(x)
+
+
+_GELU_ROWS_ELEMENTS = 1 << 16  # elements per slice of the in-place form: its gate (256 KiB) stays in cache
+
+
+def sigmoid_form_gelu_(x: torch.Tensor) -> torch.Tensor:
+    """x sigmoid(2u) written into contiguous x, slice by slice of rows, so the only temporary is one slice's gate
+    (a result as large as x would be fresh memory the system must map and zero on every call). The very values of
+    sigmoid_form_gelu."""
+    rows = x.view(-1, x.shape[-1])
+    for part in rows.split(max(1, _GELU_ROWS_ELEMENTS // max(1, x.shape[-1]))):
+        part.mul_(_gelu_gate(part))
+    return x
 
 
 class _SigmoidFormGELU(torch.autograd.Function):
@@ -104,7 +136,8 @@ class Attention(nn.Module):
         d = cfg.dim
         self.n = cfg.num_heads
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.norm_q, self.norm_k = RMSNorm(d, cfg.eps), RMSNorm(d, cfg.eps)
+        # their inputs are the q/k projections' fresh outputs: without autograd they are normalised in place
+        self.norm_q, self.norm_k = RMSNorm(d, cfg.eps, inplace=True), RMSNorm(d, cfg.eps, inplace=True)
 
 
 class SelfAttention(Attention):
@@ -115,9 +148,9 @@ class SelfAttention(Attention):
         if ctx.get("cache") is not None:
             out = ctx["cache"].attend(layer, ctx["plan"], q, k, v)
         else:
-            rot = ctx["rope"]
-            out = F.scaled_dot_product_attention(apply_rope(q, rot), apply_rope(k, rot), v,
-                                                 attn_mask=ctx.get("mask"))
+            rot = ctx["rope"]  # q and k are read nowhere else: rotated in place where autograd does not track them
+            q, k = apply_rope(q, rot, inplace=True), apply_rope(k, rot, inplace=True)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.get("mask"))
         return self.o(merge_heads(out))
 
 
@@ -128,7 +161,7 @@ class CrossAttention(Attention):
         self.image_branch = cfg.image_branch
         if cfg.image_branch:
             self.k_img, self.v_img = nn.Linear(d, d), nn.Linear(d, d)
-            self.norm_k_img = RMSNorm(d, cfg.eps)
+            self.norm_k_img = RMSNorm(d, cfg.eps, inplace=True)
 
     def kv(self, text: torch.Tensor, image: torch.Tensor | None) -> dict:
         """Keys/values of the conditioning; computed once per prompt and reused for every chunk."""
@@ -155,7 +188,7 @@ class Block(nn.Module):
         self.norm3 = FP32LayerNorm(d, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
         self.cross_attn = CrossAttention(cfg)
         self.norm2 = FP32LayerNorm(d, cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), TanhGELU(), nn.Linear(cfg.ffn_dim, d))
+        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), TanhGELU(inplace=True), nn.Linear(cfg.ffn_dim, d))
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d ** 0.5)
 
     def forward(self, x, e0, layer: int, ctx: dict, cross_kv):

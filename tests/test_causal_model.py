@@ -102,6 +102,57 @@ def test_cpu_tanh_gelu_equals_torchs_and_keeps_its_gradient():
     assert torch.equal(TanhGELU()(x.bfloat16()), F.gelu(x.bfloat16(), approximate="tanh"))  # torch's kernel
 
 
+def test_in_place_gelu_rmsnorm_and_rope_give_the_out_of_place_values():
+    from causalwan.causal.model.rope import apply_rope, rope_table
+    from causalwan.causal.model.transformer import RMSNorm, TanhGELU
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 50, 1536, generator=g) * 3  # 100 rows: slices of 42, 42 and 16 rows
+    with torch.no_grad():
+        plain = TanhGELU()(x)
+        y = x.clone()
+        out = TanhGELU(inplace=True)(y)
+    assert out.data_ptr() == y.data_ptr() and torch.equal(out, plain)
+    assert not torch.equal(plain, x)  # the out-of-place form left its input as it was
+    assert (plain - F.gelu(x, approximate="tanh")).abs().max() <= 1e-6
+
+    norm = RMSNorm(64, 1e-6)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.5, generator=g)
+    x = torch.randn(3, 40, 64, generator=g)
+    ref = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6) * norm.weight
+    kept = x.clone()
+    with torch.no_grad():
+        plain = norm(x)
+        assert torch.equal(x, kept)
+        norm.inplace = True
+        inplace = norm(x)
+    assert inplace.data_ptr() == x.data_ptr() and torch.equal(inplace, plain) and not torch.equal(x, kept)
+    assert (plain - ref).abs().max() <= 1e-5
+
+    rot = rope_table(range(2), 4, 5, 16)
+    q = torch.randn(1, 40, 3, 16, generator=g).transpose(1, 2)  # [B, H, L, D] view of token-major rows
+    kept = q.clone()
+    plain = apply_rope(q, rot)
+    assert torch.equal(q, kept)
+    with torch.no_grad():
+        rotated = apply_rope(q, rot, inplace=True)
+    assert rotated.data_ptr() == q.data_ptr() and torch.equal(rotated, plain)
+    assert torch.equal(apply_rope(kept.bfloat16(), rot), apply_rope(kept.bfloat16(), rot, inplace=True))
+
+
+def test_forward_under_autograd_gives_the_values_of_one_without():
+    m = tiny_model().requires_grad_(True)
+    g = torch.Generator().manual_seed(7)
+    x, ctx, t = torch.randn(1, 16, 3, 8, 12, generator=g), torch.randn(1, 16, 32, generator=g), torch.tensor([500.0])
+    with torch.no_grad():
+        plain = m(x, t, ctx)
+    live = m(x, t, ctx)
+    assert torch.equal(live.detach(), plain)
+    live.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in m.named_parameters() if n.startswith("blocks.0."))
+
+
 def test_bad_inputs_get_clear_errors():
     m = tiny_model()
     ctx = torch.randn(1, 4, 32)

@@ -226,25 +226,27 @@ class KVCache:
         return ChunkPlan(start, frames, tpf, [tuple(r) for r in runs], used, gather, q_rope, offset, sink_rope, live)
 
     # ----------------------------------------------------------------- attention
-    def attend(self, layer: int, plan: ChunkPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, plan: ChunkPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               owned: bool = False) -> torch.Tensor:
         """Store this chunk's k/v for `layer` and attend q [B, H, L, D] to every visible cached frame; then tell
-        `layer_done` (if set) that this forward is done with the layer's buffers."""
+        `layer_done` (if set) that this forward is done with the layer's buffers. owned: q and k are read nowhere
+        else afterwards, so without autograd they are rotated in place."""
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             out = self._attend_live(layer, plan, q, k, v)
         else:
-            self._store(layer, plan, k, v)
+            self._store(layer, plan, k, v, owned)
             keys, values = self._read(layer, plan, q.dtype)
-            out = F.scaled_dot_product_attention(apply_rope(q, plan.q_rope), keys, values)
+            out = F.scaled_dot_product_attention(apply_rope(q, plan.q_rope, owned), keys, values)
             del keys, values
         if self.layer_done is not None:
             self.layer_done(layer)
         return out
 
-    def _store(self, layer: int, plan: ChunkPlan, k: torch.Tensor, v: torch.Tensor) -> None:
+    def _store(self, layer: int, plan: ChunkPlan, k: torch.Tensor, v: torch.Tensor, owned: bool = False) -> None:
         tpf = plan.tokens_per_frame
         if plan.sink_rope is not None:
-            self._keep_sink_keys(layer, plan, k)
-        k = apply_rope(k, plan.q_rope)
+            self._keep_sink_keys(layer, plan, k)  # copies the unrotated rows it keeps
+        k = apply_rope(k, plan.q_rope, owned)
         for j, s, n in plan.runs:
             self._write(layer, s * tpf, k[:, :, j * tpf:(j + n) * tpf], v[:, :, j * tpf:(j + n) * tpf])
         if plan.sink_rope is not None and self.sink_offset[layer] != plan.offset:

@@ -146,9 +146,10 @@ class SelfAttention(Attention):
         k = heads(self.norm_k(self.k(x)), self.n)
         v = heads(self.v(x), self.n)
         if ctx.get("cache") is not None:
-            out = ctx["cache"].attend(layer, ctx["plan"], q, k, v)
+            # q and k are read nowhere else: rotated in place where autograd does not track them
+            out = ctx["cache"].attend(layer, ctx["plan"], q, k, v, owned=True)
         else:
-            rot = ctx["rope"]  # q and k are read nowhere else: rotated in place where autograd does not track them
+            rot = ctx["rope"]
             q, k = apply_rope(q, rot, inplace=True), apply_rope(k, rot, inplace=True)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.get("mask"))
         return self.o(merge_heads(out))

@@ -19,20 +19,11 @@ import torch
 from ..vae.blocks import AttentionBlock, CausalConv3d, Resample
 from ..vae.feature_cache import FeatureCache
 from ..vae.latent_norm import LATENT_MEAN, LATENT_STD
-from ..vae.model import TEMPORAL_STRIDE, WanVAE, WanVAEConfig
+from ..vae.model import WanVAE, WanVAEConfig
 from .clips import vae_batch
 
 CONFIG = WanVAEConfig(base_dim=8, num_res_blocks=1)
 Z = 16
-
-
-def encode_mu(vae: WanVAE, video: torch.Tensor) -> torch.Tensor:
-    """Video [B,3,1+4k,H,W] -> raw latent mean [B,16,1+k,h,w], with gradients (WanVAE.encode without no_grad)."""
-    cache, outs = FeatureCache(), []
-    for start in [0, *range(1, video.shape[2], TEMPORAL_STRIDE)]:
-        end = 1 if start == 0 else start + TEMPORAL_STRIDE
-        outs.append(vae.conv1(vae.encoder(video[:, :, start:end], cache)))
-    return torch.cat(outs, dim=2)[:, :Z]
 
 
 def shape_mask(video: torch.Tensor) -> torch.Tensor:
@@ -84,8 +75,8 @@ def mute_attention(vae: WanVAE) -> None:
             m.proj.requires_grad_(False)
 
 
-def train(vae: WanVAE, state: dict, steps: int, log, seed: int, batch=12, frames=1, crop=48, lr=2e-3,
-          save=None, save_every=25) -> None:
+def train(vae: WanVAE, state: dict, steps: int, log, seed: int, batch=12, frames=1, crop=48, lr=1e-3,
+          save=None, save_every=25, warmup=50) -> None:
     """Adam on L1 + MSE reconstruction of single frames; resumes from state (step, optimiser, RNG)."""
     mute_attention(vae)
     frame_local(vae)
@@ -99,9 +90,9 @@ def train(vae: WanVAE, state: dict, steps: int, log, seed: int, batch=12, frames
     t0 = time.time()
     for step in range(state.get("step", 0), steps):
         for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            g["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = vae_batch(rng, batch, frames, crop)
-        mu = encode_mu(vae, x)
+        mu = vae.latent_mean(x)
         z = mu + 0.1 * torch.randn(mu.shape, generator=gen)
         y = decode_raw(vae, z)
         w = 1.0 + 9.0 * shape_mask(x)  # the shape is a small part of a frame but all that matters
@@ -125,7 +116,7 @@ def train(vae: WanVAE, state: dict, steps: int, log, seed: int, batch=12, frames
 @torch.no_grad()
 def fold_latent_scale(vae: WanVAE, rng: np.random.Generator, clips: int = 16) -> None:
     """Re-scale conv1's mean half and conv2's input so the normalised latent has zero mean and unit std."""
-    mus = torch.cat([encode_mu(vae, vae_batch(rng, 1, 9, 128)).transpose(0, 1).flatten(1) for _ in range(clips)], 1)
+    mus = torch.cat([vae.latent_mean(vae_batch(rng, 1, 9, 128)).transpose(0, 1).flatten(1) for _ in range(clips)], 1)
     m, s = mus.mean(1), mus.std(1).clamp_min(1e-4)
     target_m, target_s = torch.tensor(LATENT_MEAN), torch.tensor(LATENT_STD)
     a = target_s / s  # mu' = a * mu + c has the Wan statistics; its normalised form is (mu - m) / s

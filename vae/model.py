@@ -125,13 +125,17 @@ class WanVAE(nn.Module):
     def encode(self, video: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Video [B,3,1+4k,H,W] in [-1,1] -> latent [B,16,1+k,H/8,W/8] (normalised unless normalize=False), fp32."""
         _check_video(video)
-        x = video.to(self.device, self.dtype)
+        mu = self.latent_mean(video.to(self.device, self.dtype))
+        return normalize_latent(mu) if normalize else mu.float()
+
+    def latent_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw latent mean of a video in the compute dtype, with gradients when autograd records (training):
+        frame 0 alone, then 4 frames per latent frame through one feature cache."""
         cache, outs = FeatureCache(), []
         for start in [0, *range(1, x.shape[2], TEMPORAL_STRIDE)]:
             end = 1 if start == 0 else start + TEMPORAL_STRIDE
             outs.append(self.conv1(self.encoder(x[:, :, start:end], cache)))
-        mu = torch.cat(outs, dim=2)[:, : self.cfg.z_dim]
-        return normalize_latent(mu) if normalize else mu.float()
+        return torch.cat(outs, dim=2)[:, : self.cfg.z_dim]
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """ComfyUI IMAGE [N,H,W,3] in [0,1] (N = 1 start image, or 1+4k frames) -> normalised [1,16,1+k,H/8,W/8]."""

@@ -129,7 +129,7 @@ def test_loaders_list_the_tiny_files_from_comfyui_folders(info):
     spec = info["CausalWanModelLoader"]["input"]["required"]
     assert spec["high_noise_model"][0] == ["none", "tiny_high.safetensors", "tiny_low.safetensors",
                                            "tiny_self_forcing_dmd.pt"]
-    assert spec["diffusers_folder"][0] == ["none", FOLDER]
+    assert spec["diffusers_folder"][0] == ["none", FOLDER, "tinyworld/"]  # the pack's own assets/tinyworld too
     assert info["CausalWanVAELoader"]["input"]["required"]["vae_name"][0] == ["tiny_vae.safetensors", FOLDER]
 
 

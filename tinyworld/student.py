@@ -15,6 +15,7 @@ from .release import BOUNDARY
 from .train_teacher import SHIFT
 
 STARTS = 64  # (caption, start frame) pairs the rollouts draw from
+GUIDANCE = 2.0  # classifier-free guidance of the teacher's scores (causal init's ODE and DMD's real score)
 
 
 def prompt_set(data: dict, embeds: dict):
@@ -36,8 +37,9 @@ def train_student(teacher_model, data: dict, embeds: dict, ckpt_dir, log, seed: 
     teacher = ExpertPair(low=teacher_model, shift=SHIFT)
     student = ExpertPair(low=copy.deepcopy(teacher_model), high=copy.deepcopy(teacher_model), boundary=BOUNDARY,
                          shift=SHIFT)
-    cfg = TrainConfig(steps=dmd_steps, batch_size=2, latent_frames=7, latent_height=16, latent_width=16,
-                      chunk_frames=3, shift=SHIFT, timestep_shift=SHIFT, seed=seed, guidance=2.0,
+    cfg = TrainConfig(steps=max(dmd_steps, 1),  # (the config wants a step; none is run when dmd_steps is 0)
+                       batch_size=2, latent_frames=7, latent_height=16, latent_width=16,
+                      chunk_frames=3, shift=SHIFT, timestep_shift=SHIFT, seed=seed, guidance=GUIDANCE,
                       lr_generator=1e-4, lr_critic=2e-4, gen_update_every=5, ema_decay=0.95, ema_start=20,
                       init_steps=init_steps, init_lr=1e-4, teacher_steps=16, checkpoint_dir=str(ckpt_dir),
                       checkpoint_every=20)
@@ -54,7 +56,8 @@ def train_student(teacher_model, data: dict, embeds: dict, ckpt_dir, log, seed: 
         trainer.save_checkpoint()
         if after_init is not None:
             after_init(trainer.generator_weights())
-    trainer.train(callback=show)
+    if dmd_steps:
+        trainer.train(callback=show)
     weights = trainer.generator_weights()
     for name, model in student.modules().items():
         model.load_state_dict(weights[name])

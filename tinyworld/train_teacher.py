@@ -4,6 +4,12 @@ flow matching on the world's latents, conditioned on the caption and on clean le
 x_t = (1 - s) x0 + s n, target v = n - x0, with s drawn uniformly and warped by the scheduler shift (most
 training where the few-step sampler spends its steps). Clean leading frames get t = 0 and no loss. One caption
 in ten is dropped (the empty prompt), so the teacher also has an unconditional score for guidance.
+
+Three in five clips are drawn at nearly pure noise (s in [0.99, 1]). The shape is a strong outlier in the latent,
+so below that its place shows through the noise and the caption's direction hardly lowers the loss; only near pure
+noise must the model take the direction from the words. Without this share the teacher never read the direction
+(its loss with the opposite direction's caption stayed within 0.5% of the right one's after 1500 steps). With two
+in five the gap at s = 1 was 68% after 2500 steps; with three in five, 142% (the shipped teacher).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ CONFIG = WanConfig(dim=64, ffn_dim=256, num_heads=2, num_layers=4, in_dim=16, ou
                    text_len=32, freq_dim=64)  # text zero-padded to 32 tokens, all attended (the releases: 512)
 SHIFT = 3.0
 DROP_CAPTION = 0.1
+NEAR_NOISE = 0.6  # share of clips drawn at s in [0.99, 1] (see above)
 
 
 def new_teacher(seed: int) -> CausalWanModel:
@@ -62,20 +69,23 @@ def batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
 def flow_loss(model, x0, clean, text, gen) -> torch.Tensor:
     b, f = clean.shape
     u = torch.rand(b, 1, generator=gen)
-    s = warp_sigma(u, SHIFT).expand(b, f) * (~clean)
+    sigma = warp_sigma(u, SHIFT)
+    near = torch.rand(b, 1, generator=gen) < NEAR_NOISE
+    sigma = torch.where(near, 1 - 0.01 * torch.rand(b, 1, generator=gen), sigma)
+    s = sigma.expand(b, f) * (~clean)
     noise = torch.randn(x0.shape, generator=gen)
     sv = s[:, None, :, None, None]
     xt = (1 - sv) * x0 + sv * noise
     # clean frames are labelled t = 0 (the Stream's cache) or, for half the clips, with the clip's t (the trainer's
     # teacher ODE holds the start frame clean under one timestep for the whole clip)
     same = torch.rand(b, 1, generator=gen) < 0.5
-    t = torch.where(clean & same, warp_sigma(u, SHIFT).expand(b, f), s) * 1000.0
+    t = torch.where(clean & same, sigma.expand(b, f), s) * 1000.0
     v = model(xt, t, text)
     w = (~clean)[:, None, :, None, None].float()
     return ((v - (noise - x0)) ** 2 * w).sum() / (w.sum() * x0.shape[1] * x0.shape[3] * x0.shape[4])
 
 
-def train(model, data, embeds, state: dict, steps: int, log, seed: int, size=8, lr=1e-3, save=None,
+def train(model, data, embeds, state: dict, steps: int, log, seed: int, size=8, lr=2e-3, save=None,
           save_every=100) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     if "opt" in state:

@@ -130,7 +130,8 @@ def test_loaders_list_the_tiny_files_from_comfyui_folders(info):
     assert spec["high_noise_model"][0] == ["none", "tiny_high.safetensors", "tiny_low.safetensors",
                                            "tiny_self_forcing_dmd.pt"]
     assert spec["diffusers_folder"][0] == ["none", FOLDER, "tinyworld/"]  # the pack's own assets/tinyworld too
-    assert info["CausalWanVAELoader"]["input"]["required"]["vae_name"][0] == ["tiny_vae.safetensors", FOLDER]
+    assert info["CausalWanVAELoader"]["input"]["required"]["vae_name"][0] == ["tiny_vae.safetensors", FOLDER,
+                                                                            "tinyworld/"]
 
 
 def test_core_node_table_and_shipped_workflows_fit_the_real_server(info):

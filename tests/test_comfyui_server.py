@@ -42,13 +42,14 @@ if _reason:
     pytest.skip(_reason, allow_module_level=True)
 
 import av  # noqa: E402
+import numpy as np  # noqa: E402
 
 import causalwan  # noqa: E402
 from core_nodes import CORE_NODES, FILE_LISTS  # noqa: E402
 from workflow_check import check_workflow, file_inputs_of  # noqa: E402
 from workflow_format import input_specs, widget_slots  # noqa: E402
-from shipped_workflows import I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE, all_workflows  # noqa: E402
-from comfy_home import (FOLDER, REAL_UMT5, SIZE, STUB_FOLDER, STUB_NODE, STUB_SOURCE,  # noqa: E402
+from shipped_workflows import I2V_FILES, I2V_FOLDER, PROMPT_SWITCH, T2V_DENSE, TINY_WORLD, all_workflows  # noqa: E402
+from comfy_home import (FOLDER, REAL_UMT5, SIZE, STUB_FOLDER, STUB_NODE, STUB_SOURCE, load_workflow,  # noqa: E402
                         prepare, write_start_image, write_tiny_models, write_tiny_umt5)
 
 PACK = comfy_server.PACK_NAME
@@ -200,6 +201,27 @@ def test_shipped_workflow_runs_on_the_server(server, info, name):
     n, width, height, fps = video_frames(saved_video(server, run, save))
     assert (n, width, height) == (frames, SIZE, SIZE) and fps == 16.0
     print(f"{name}: {time.monotonic() - start:.1f} s, {n} frames")
+
+
+def test_tiny_world_workflow_runs_as_shipped_and_moves_the_shape(server, info):
+    """"Tiny world, ready to run" exactly as shipped (the bundled tinyworld/ folder, its own text encoder, the start
+    image the pack copies into ComfyUI's input folder), only fewer chunks: the saved video shows the red circle
+    and it goes right, as its prompt says."""
+    from causalwan.tinyworld.track import direction, track
+    from workflow_format import ui_to_api
+
+    prompt = ui_to_api(load_workflow(TINY_WORLD), info)
+    (sampler,) = [k for k, v in prompt.items() if v["class_type"] == "CausalWanChunkSampler"]
+    (save,) = [k for k, v in prompt.items() if v["class_type"] == "SaveVideo"]
+    prompt[sampler]["inputs"]["num_chunks"] = 2
+    prompt[sampler]["inputs"]["seed"] = 0
+    run = server.run(prompt, RUN_TIMEOUT)
+    assert_success(run, server)
+    with av.open(str(saved_video(server, run, save))) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert frames.shape == (25, 128, 128, 3)
+    centroids, areas = track(frames)
+    assert areas.min() > 100 and direction(centroids) == "right"
 
 
 def test_interrupt_mid_run_ends_cleanly_and_the_next_run_succeeds(server, info):

@@ -38,7 +38,7 @@ def train_student(teacher_model, data: dict, embeds: dict, ckpt_dir, log, seed: 
     student = ExpertPair(low=copy.deepcopy(teacher_model), high=copy.deepcopy(teacher_model), boundary=BOUNDARY,
                          shift=SHIFT)
     cfg = TrainConfig(steps=max(dmd_steps, 1),  # (the config wants a step; none is run when dmd_steps is 0)
-                       batch_size=2, latent_frames=7, latent_height=16, latent_width=16,
+                      batch_size=2, latent_frames=7, latent_height=16, latent_width=16,
                       chunk_frames=3, shift=SHIFT, timestep_shift=SHIFT, seed=seed, guidance=GUIDANCE,
                       lr_generator=1e-4, lr_critic=2e-4, gen_update_every=5, ema_decay=0.95, ema_start=20,
                       init_steps=init_steps, init_lr=1e-4, teacher_steps=16, checkpoint_dir=str(ckpt_dir),

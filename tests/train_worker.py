@@ -50,6 +50,8 @@ def run(out=None, flags=(), batch=2):
     if out is not None and tr.acc.is_main_process:
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in weights.items()}, str(out))
+    if os.environ.get("WORLD_SIZE"):  # started by torchrun: end the process group it made, as train.py does
+        tr.acc.end_training()
     return weights
 
 

@@ -3,7 +3,7 @@
     python -m causalwan.tinyworld.build --out assets/tinyworld --work out/tinyworld_build
 
 Stages (each writes its result under --work and is skipped when that result exists; an interrupted stage
-resumes from its last checkpoint): vae, text, latents, teacher, student, release. Seeds are fixed, so a rerun
+resumes from its last checkpoint): vae, text, latents, teacher, causal, student, release. Seeds are fixed, so a rerun
 on the same machine and torch version gives the same files (BUILD.md in the release records their sha256).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 SEED = 20261130
+CAUSAL_LR = 1e-3
 
 
 class Log:
@@ -126,6 +127,35 @@ def load_teacher(work: Path):
     return model.eval().requires_grad_(False)
 
 
+def stage_causal(work: Path, log, steps: int):
+    """The student's causal start: the teacher fine-tuned by teacher forcing under the block-causal mask."""
+    from safetensors.torch import save_file
+
+    from . import train_teacher
+
+    final = work / "causal.safetensors"
+    if final.is_file() or steps == 0:
+        return
+    data = torch.load(work / "latents.pt", weights_only=True)
+    model = load_teacher(work).requires_grad_(True)
+    state = resume(model, work / "causal_ckpt.pt", log, "causal")
+    train_teacher.train(model, data, caption_embeddings(work), state, steps, log, SEED + 7, lr=CAUSAL_LR,
+                        save=saver(work / "causal_ckpt.pt"), causal=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(final))
+    log(f"causal: done -> {final}")
+
+
+def load_causal(work: Path):
+    """The causal fine-tune, or None when the build skipped it (--causal-steps 0)."""
+    from safetensors.torch import load_file
+
+    if not (work / "causal.safetensors").is_file():
+        return None
+    model = load_teacher(work)
+    model.load_state_dict(load_file(str(work / "causal.safetensors")))
+    return model
+
+
 def stage_student(work: Path, log, init_steps: int, dmd_steps: int):
     from safetensors.torch import save_file
 
@@ -133,6 +163,7 @@ def stage_student(work: Path, log, init_steps: int, dmd_steps: int):
 
     if (work / "student_low.safetensors").is_file():
         return
+    causal = load_causal(work)
     if init_steps == 0 and dmd_steps == 0:  # no distillation: both experts are the teacher, run causally
         weights = {k: v.contiguous() for k, v in load_teacher(work).state_dict().items()}
         for name in ("high", "low"):
@@ -146,7 +177,13 @@ def stage_student(work: Path, log, init_steps: int, dmd_steps: int):
 
     pair = train_student(load_teacher(work), data, caption_embeddings(work), work / "student_ckpt", log, SEED + 6,
                          init_steps, dmd_steps, keep_init)
-    for name, model in pair.modules().items():
+    experts = pair.modules()
+    if causal is not None:  # the high-noise expert, which takes the direction from the words at pure noise
+        save_file({k: v.contiguous() for k, v in experts["high"].state_dict().items()},
+                  str(work / "student_dmd_high.safetensors"))  # kept for comparison, not shipped
+        experts["high"] = causal
+        log("student: the high-noise expert is the causal fine-tune (stage causal)")
+    for name, model in experts.items():
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(work / f"student_{name}.safetensors"))
     log("student: done")
 
@@ -176,14 +213,15 @@ def stage_release(work: Path, out: Path, log, command: str, vae_init: str | None
     log(f"release: {len(rows)} files, {sum(r[2] for r in rows) / 1e6:.1f} MB -> {out}")
 
 
-STAGES = ["vae", "text", "latents", "teacher", "student", "release"]
+STAGES = ["vae", "text", "latents", "teacher", "causal", "student", "release"]
 
 
 def command(a) -> str:
     """The one command that rebuilds this release from nothing (every stage, these settings)."""
     init = f"--vae-init {a.vae_init} " if a.vae_init else ""
     return (f"python -m causalwan.tinyworld.build --out {a.out} --work {a.work} {init}--vae-steps {a.vae_steps} "
-            f"--clips {a.clips} --teacher-steps {a.teacher_steps} --init-steps {a.init_steps} "
+            f"--clips {a.clips} --teacher-steps {a.teacher_steps} --causal-steps {a.causal_steps} "
+            f"--init-steps {a.init_steps} "
             f"--dmd-steps {a.dmd_steps}")
 
 
@@ -198,7 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-init", default=None, help="start the VAE from these weights (a .safetensors file)")
     ap.add_argument("--clips", type=int, default=480)
     ap.add_argument("--teacher-steps", type=int, default=2500)
-    ap.add_argument("--init-steps", type=int, default=60)
+    ap.add_argument("--causal-steps", type=int, default=800, help="teacher-forcing fine-tune (0: none)")
+    ap.add_argument("--init-steps", type=int, default=60, help="ODE-regression steps (causal init)")
     ap.add_argument("--dmd-steps", type=int, default=40)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -215,6 +254,8 @@ def main(argv=None) -> int:
             stage_latents(work, log, a.clips)
         elif stage == "teacher":
             stage_teacher(work, log, a.teacher_steps)
+        elif stage == "causal":
+            stage_causal(work, log, a.causal_steps)
         elif stage == "student":
             stage_student(work, log, a.init_steps, a.dmd_steps)
         elif stage == "release":

@@ -53,6 +53,36 @@ def test_the_world_and_its_captions():
     assert direction(turn[:11]) == "left" and direction(turn[10:]) == "up"
 
 
+def test_teacher_forcing_scores_one_chunk_after_a_clean_past():
+    """The causal stage's batches: a clean past (the start frame, or it and the first chunk; always both for a
+    clip that turns) and one scored chunk of 3 frames after it; under the block-causal mask the loss does not
+    depend on the frames after that chunk, and does depend on the clean past."""
+    from causalwan.tinyworld.train_teacher import causal_batch, flow_loss, new_teacher
+
+    caps = [caption("red", "circle", d) for d in ("left", "right", "up", "down")] * 2
+    data = {"latents": torch.randn(8, 16, 7, 16, 16).half(), "captions": caps,
+            "prefix": torch.tensor([1, 1, 1, 1, 1, 3, 2, 1])}
+    embeds = {c: torch.randn(6, 32) for c in caps + [""]}
+    x0, clean, text, scored = causal_batch(data, embeds, torch.Generator().manual_seed(3), 16)
+    firsts = clean.sum(1)
+    assert set(firsts.tolist()) == {1, 4}
+    for row, first in zip(range(16), firsts.tolist()):
+        assert clean[row].tolist() == [f < first for f in range(7)]
+        assert scored[row].tolist() == [first <= f < first + 3 for f in range(7)]
+    model = new_teacher(0)
+    torch.nn.init.normal_(model.head.head.weight, std=0.1)  # (a new teacher's head is zero: its loss ignores x)
+
+    def loss(x):
+        return flow_loss(model, x, clean, text, torch.Generator().manual_seed(4), scored).item()
+
+    later, past = x0.clone(), x0.clone()
+    early = firsts == 1
+    later[early, :, 4:] += 1.0  # frames after the scored chunk of clips scored on the first chunk
+    past[:, :, 0] += 1.0  # the start frame every clip sees
+    assert early.any() and loss(later) == pytest.approx(loss(x0), rel=1e-5)
+    assert abs(loss(past) - loss(x0)) > 1e-3
+
+
 def test_bundled_start_image_is_a_world_frame():
     image = np.asarray(Image.open(BUNDLED_IMAGE).convert("RGB"))
     assert np.array_equal(image, start_frame("red", "circle"))
@@ -113,17 +143,18 @@ def student_rows(tmp_path_factory):
 
 
 def test_the_shape_moves_the_way_the_caption_says(student_rows):
-    """Chance is 25% (a model that ignores the words moves some way or none). The shipped student: 24 of 32; the
-    issue's bar, 90%, is not reached yet (see README, the tiny world), so this guards what it does today."""
+    """Chance is 25% (a model that ignores the words moves some way or none). The shipped student: 28 of 32 (the
+    misses barely move); the issue's bar, 90% (29 of 32), is one video short (see README, the tiny world), so this
+    guards what it does today."""
     hits = [r for r in student_rows if r[1] == r[3]]
     assert len(student_rows) == 32
-    assert len(hits) / len(student_rows) >= 0.7, [r for r in student_rows if r[1] != r[3]]
+    assert len(hits) >= 27, [r for r in student_rows if r[1] != r[3]]
 
 
 def test_teacher_and_student_follow_the_direction_words(student_rows):
     """The bidirectional teacher (40 Euler steps over a whole clip, the guidance DMD distilled) and the causal
     student (8 steps through the Stream, as the CLI ran it), on the same 32 start frames and captions. Shipped:
-    teacher 29 of 32, student 24 of 32, so the student is not yet within the issue's 10 points."""
+    teacher 29 of 32, student 28 of 32: within the issue's 10 points."""
     from causalwan.tinyworld.evaluate import teacher_video
     from causalwan.tinyworld.student import GUIDANCE
 
@@ -131,7 +162,7 @@ def test_teacher_and_student_follow_the_direction_words(student_rows):
     teacher, _ = direction_accuracy(lambda p, img, seed: teacher_video(
         m, p, img, seed, latent_frames=1 + 3 * DIRECTION_CHUNKS, steps=40, guidance=GUIDANCE))
     student = sum(r[1] == r[3] for r in student_rows) / len(student_rows)
-    assert teacher >= 0.85 and student >= 0.7, (student, teacher)
+    assert teacher >= 0.85 and student >= 0.84 and teacher - student <= 0.10, (student, teacher)
 
 
 def test_a_prompt_switch_turns_the_shape_within_one_chunk(tmp_path):

@@ -1,6 +1,7 @@
 """Remakes the pictures of the graph editor: the template thumbnails (example_workflows/<name>.jpg) and the
-README's screenshots (docs/*.png), from a real ComfyUI server and headless Chromium, each workflow run on the
-tiny random models of the tests (so the frames show noise, not a video).
+README's screenshots (docs/*.png), from a real ComfyUI server and headless Chromium. "Tiny world, ready to run"
+runs as shipped (the bundled tiny world, so its player shows the shape moving, and so does the README's player
+screenshot); the other workflows run on the tiny random models of the tests (their frames show noise).
 
     COMFYUI_DIR=/path/to/ComfyUI [COMFYUI_PYTHON=...] python3 docs/make_pictures.py
 
@@ -19,8 +20,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import browser_editor  # noqa: E402
 import comfy_server  # noqa: E402
-from comfy_home import STUB_FOLDER, STUB_SOURCE, prepare, write_start_image, write_tiny_models  # noqa: E402
-from shipped_workflows import PROMPT_SWITCH, all_workflows  # noqa: E402
+from comfy_home import STUB_FOLDER, STUB_SOURCE, load_workflow, prepare, write_start_image, write_tiny_models  # noqa: E402
+from shipped_workflows import PROMPT_SWITCH, TINY_WORLD, all_workflows  # noqa: E402
+from workflow_format import ui_to_api  # noqa: E402
 
 THUMB = 512  # px, square: the template browser shows thumbnails in square cards
 SIZE = 64  # frames of the runs
@@ -75,9 +77,12 @@ def main() -> None:
                 around = [i for k, i in ids.items() if k in ("CausalWanChunkSampler", "CausalWanContinue",
                                                              "CausalWanPromptSwitch", "CausalWanImageConditioner")]
                 ed.fit(around, margin=20)
-                ed.queue(prepare(path.name, info, size=SIZE)[0])
+                if path.name == TINY_WORLD:  # as shipped: the bundled model and start image
+                    ed.queue(ui_to_api(load_workflow(path.name), info))
+                else:
+                    ed.queue(prepare(path.name, info, size=SIZE)[0])
                 ed.wait_player(sampler, "Number(d.chunks) >= 3 || d.end")
-                if path.name == PROMPT_SWITCH:
+                if path.name == TINY_WORLD:
                     page.screenshot(path=str(REPO / "docs" / "player_mid_run.png"))
                 save_jpeg(page.screenshot(clip=square_clip(screen_box(ed, [sampler]))), path.with_suffix(".jpg"))
                 ed.wait_idle(600)

@@ -143,18 +143,17 @@ def student_rows(tmp_path_factory):
 
 
 def test_the_shape_moves_the_way_the_caption_says(student_rows):
-    """Chance is 25% (a model that ignores the words moves some way or none). The shipped student: 28 of 32 (the
-    misses barely move); the issue's bar, 90% (29 of 32), is one video short (see README, the tiny world), so this
-    guards what it does today."""
+    """The issue's bar: the tracked shape moves the named way in at least 90% of the videos (chance is about 25%).
+    The shipped student: 31 of 32 (the miss barely moves)."""
     hits = [r for r in student_rows if r[1] == r[3]]
     assert len(student_rows) == 32
-    assert len(hits) >= 27, [r for r in student_rows if r[1] != r[3]]
+    assert len(hits) / len(student_rows) >= 0.9, [r for r in student_rows if r[1] != r[3]]
 
 
 def test_teacher_and_student_follow_the_direction_words(student_rows):
     """The bidirectional teacher (40 Euler steps over a whole clip, the guidance DMD distilled) and the causal
     student (8 steps through the Stream, as the CLI ran it), on the same 32 start frames and captions. Shipped:
-    teacher 29 of 32, student 28 of 32: within the issue's 10 points."""
+    teacher 29 of 32, student 31 of 32: the student within the issue's 10 points of the teacher."""
     from causalwan.tinyworld.evaluate import teacher_video
     from causalwan.tinyworld.student import GUIDANCE
 
@@ -162,7 +161,7 @@ def test_teacher_and_student_follow_the_direction_words(student_rows):
     teacher, _ = direction_accuracy(lambda p, img, seed: teacher_video(
         m, p, img, seed, latent_frames=1 + 3 * DIRECTION_CHUNKS, steps=40, guidance=GUIDANCE))
     student = sum(r[1] == r[3] for r in student_rows) / len(student_rows)
-    assert teacher >= 0.85 and student >= 0.84 and teacher - student <= 0.10, (student, teacher)
+    assert teacher >= 0.85 and student >= 0.9 and teacher - student <= 0.10, (student, teacher)
 
 
 def test_a_prompt_switch_turns_the_shape_within_one_chunk(tmp_path):

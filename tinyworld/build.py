@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-init", default=None, help="start the VAE from these weights (a .safetensors file)")
     ap.add_argument("--clips", type=int, default=480)
     ap.add_argument("--teacher-steps", type=int, default=2500)
-    ap.add_argument("--causal-steps", type=int, default=800, help="teacher-forcing fine-tune (0: none)")
+    ap.add_argument("--causal-steps", type=int, default=1600, help="teacher-forcing fine-tune (0: none)")
     ap.add_argument("--init-steps", type=int, default=60, help="ODE-regression steps (causal init)")
     ap.add_argument("--dmd-steps", type=int, default=40)
     a = ap.parse_args(argv)

@@ -11,10 +11,10 @@ noise must the model take the direction from the words. Without this share the t
 (its loss with the opposite direction's caption stayed within 0.5% of the right one's after 1500 steps). With two
 in five the gap at s = 1 was 68% after 2500 steps; with three in five, 142% (the shipped teacher).
 
-The same loop, with `causal=True`, makes the causal student's start (stage 3c): the teacher fine-tuned by teacher
-forcing under the block-causal mask of the student's chunks (start frame, then chunks of 3 latent frames). The
-frames before one chunk are clean at t = 0, as the student's KV cache holds them, and only that chunk is noised
-and scored. Run causally as both experts, the bidirectional teacher moves the shape the named way in 43 of 64
+The same loop, with `causal=True`, makes the causal student's start (the build's stage `causal`): the teacher
+fine-tuned by teacher forcing under the block-causal mask of the student's chunks (start frame, then chunks of 3
+latent frames). The frames before one chunk are clean at t = 0, as the student's KV cache holds them, and only
+that chunk is noised and scored. Run causally as both experts, the bidirectional teacher moves the shape the named way in 43 of 64
 direction videos (4 seeds); after 800 such steps, in 60-62 of 64. Alone it fades in long streams, so the build
 uses it as the high-noise expert only (build.stage_student): 1600 steps, where 2400 made shapes fade after a
 prompt switch.
@@ -77,7 +77,7 @@ def batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
 
 
 def causal_batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
-    """(x0, clean mask [B, F], scored mask [B, F], text) for teacher forcing under the student's chunking: the
+    """(x0, clean mask [B, F], text, scored mask [B, F]) for teacher forcing under the student's chunking: the
     frames before one chunk are clean (the start frame alone, or the start frame and the first chunk), the chunk is
     noised and scored. A clip that turns is scored on the second chunk, after its turn or close to it."""
     n, f = data["latents"].shape[0], data["latents"].shape[2]

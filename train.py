@@ -92,7 +92,6 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True, help="JSON, TOML or YAML file of TrainConfig settings")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     a = ap.parse_args(argv)
-    trainer = None
     try:
         cfg = load_config(a.config, parse_overrides(a.set))
         trainer = build(cfg)
@@ -106,9 +105,11 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if trainer is not None:  # this command made the process group (torchrun / accelerate launch): end it, so
-            trainer.acc.end_training()  # no collective thread outlives the interpreter (abort at exit)
+    finally:  # this command made the process group (torchrun / accelerate launch, also when build() failed
+        # after it): end it. On CPU (gloo) torch's C++ teardown may still, rarely, abort after this (see
+        # tests/train_worker.py); the trained files are written by then.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

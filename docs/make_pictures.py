@@ -20,7 +20,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import browser_editor  # noqa: E402
 import comfy_server  # noqa: E402
-from comfy_home import STUB_FOLDER, STUB_SOURCE, load_workflow, prepare, write_start_image, write_tiny_models  # noqa: E402
+from comfy_home import (STUB_FOLDER, STUB_SOURCE, load_workflow, prepare, write_start_image,  # noqa: E402
+                        write_tiny_models)
 from shipped_workflows import PROMPT_SWITCH, TINY_WORLD, all_workflows  # noqa: E402
 from workflow_format import ui_to_api  # noqa: E402
 

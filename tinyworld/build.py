@@ -127,43 +127,37 @@ def load_teacher(work: Path):
     return model.eval().requires_grad_(False)
 
 
+def causal_file(work: Path, steps: int) -> Path:
+    return work / f"causal_{steps}.safetensors"  # named by its step count: another --causal-steps is another file
+
+
 def stage_causal(work: Path, log, steps: int):
-    """The student's causal start: the teacher fine-tuned by teacher forcing under the block-causal mask."""
+    """The high-noise expert: the teacher fine-tuned by teacher forcing under the block-causal mask."""
     from safetensors.torch import save_file
 
     from . import train_teacher
 
-    final = work / "causal.safetensors"
+    final = causal_file(work, steps)
     if final.is_file() or steps == 0:
         return
     data = torch.load(work / "latents.pt", weights_only=True)
     model = load_teacher(work).requires_grad_(True)
-    state = resume(model, work / "causal_ckpt.pt", log, "causal")
+    ckpt = work / f"causal_{steps}_ckpt.pt"  # (its cosine schedule is for this step count only)
+    state = resume(model, ckpt, log, "causal")
     train_teacher.train(model, data, caption_embeddings(work), state, steps, log, SEED + 7, lr=CAUSAL_LR,
-                        save=saver(work / "causal_ckpt.pt"), causal=True)
+                        save=saver(ckpt), causal=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(final))
     log(f"causal: done -> {final}")
 
 
-def load_causal(work: Path):
-    """The causal fine-tune, or None when the build skipped it (--causal-steps 0)."""
-    from safetensors.torch import load_file
-
-    if not (work / "causal.safetensors").is_file():
-        return None
-    model = load_teacher(work)
-    model.load_state_dict(load_file(str(work / "causal.safetensors")))
-    return model
-
-
 def stage_student(work: Path, log, init_steps: int, dmd_steps: int):
+    """The DMD-trained pair (student_high/low); the release takes its low-noise expert."""
     from safetensors.torch import save_file
 
     from .student import train_student
 
     if (work / "student_low.safetensors").is_file():
         return
-    causal = load_causal(work)
     if init_steps == 0 and dmd_steps == 0:  # no distillation: both experts are the teacher, run causally
         weights = {k: v.contiguous() for k, v in load_teacher(work).state_dict().items()}
         for name in ("high", "low"):
@@ -177,18 +171,12 @@ def stage_student(work: Path, log, init_steps: int, dmd_steps: int):
 
     pair = train_student(load_teacher(work), data, caption_embeddings(work), work / "student_ckpt", log, SEED + 6,
                          init_steps, dmd_steps, keep_init)
-    experts = pair.modules()
-    if causal is not None:  # the high-noise expert, which takes the direction from the words at pure noise
-        save_file({k: v.contiguous() for k, v in experts["high"].state_dict().items()},
-                  str(work / "student_dmd_high.safetensors"))  # kept for comparison, not shipped
-        experts["high"] = causal
-        log("student: the high-noise expert is the causal fine-tune (stage causal)")
-    for name, model in experts.items():
+    for name, model in pair.modules().items():
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(work / f"student_{name}.safetensors"))
     log("student: done")
 
 
-def stage_release(work: Path, out: Path, log, command: str, vae_init: str | None = None):
+def stage_release(work: Path, out: Path, log, command: str, causal_steps: int, vae_init: str | None = None):
     from safetensors.torch import load_file
 
     from .release import sha256_table, write_release
@@ -199,6 +187,9 @@ def stage_release(work: Path, out: Path, log, command: str, vae_init: str | None
     for name in ("high", "low"):
         experts[name] = load_teacher(work)
         experts[name].load_state_dict(load_file(str(work / f"student_{name}.safetensors")))
+    if causal_steps:  # the high-noise expert, which takes the direction from the words at pure noise
+        experts["high"].load_state_dict(load_file(str(causal_file(work, causal_steps))))
+        log(f"release: the high-noise expert is the causal fine-tune ({causal_steps} steps)")
     write_release(out, experts["high"], experts["low"], teacher, load_vae_file(work), work / "text", SHIFT)
     rows = sha256_table(out)
     lines = ["# The tiny world release", "", "Made by one command (CPU, deterministic seeds, resumable stages):", "",
@@ -259,7 +250,7 @@ def main(argv=None) -> int:
         elif stage == "student":
             stage_student(work, log, a.init_steps, a.dmd_steps)
         elif stage == "release":
-            stage_release(work, Path(a.out), log, command(a), a.vae_init)
+            stage_release(work, Path(a.out), log, command(a), a.causal_steps, a.vae_init)
         else:
             raise SystemExit(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         log(f"stage {stage}: {time.time() - t:.0f}s")

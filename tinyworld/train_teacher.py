@@ -16,7 +16,7 @@ fine-tuned by teacher forcing under the block-causal mask of the student's chunk
 latent frames). The frames before one chunk are clean at t = 0, as the student's KV cache holds them, and only
 that chunk is noised and scored. Run causally as both experts, the bidirectional teacher moves the shape the
 named way in 43 of 64 direction videos (4 seeds); after 800 such steps, in 60-62 of 64. Alone it fades in long
-streams, so the build uses it as the high-noise expert only (build.stage_student): 1600 steps, where 2400 made
+streams, so the build uses it as the high-noise expert only (build.stage_release): 1600 steps, where 2400 made
 shapes fade after a prompt switch.
 """
 from __future__ import annotations

@@ -56,6 +56,13 @@ def text_batch(embeds: dict, captions: list[str], text_len: int) -> torch.Tensor
     return out
 
 
+def caption_batch(data: dict, embeds: dict, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The text of clips `idx`, one caption in ten dropped (the empty prompt) for the unconditional score."""
+    drop = torch.rand(len(idx), generator=gen) < DROP_CAPTION
+    caps = ["" if d else data["captions"][i] for i, d in zip(idx.tolist(), drop.tolist())]
+    return text_batch(embeds, caps, CONFIG.text_len)
+
+
 def batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
     """(x0, clean-prefix mask [B, F], text) of a random batch. A clip that turns keeps its frames before the turn
     clean; a plain clip is the start image and what follows (prefix 1, half of them), a longer clean past
@@ -70,10 +77,7 @@ def batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
     prefix = torch.where(plain & (r < 0.25), torch.zeros_like(prefix), prefix)
     prefix = torch.where(plain & (r > 0.75), longer, prefix)
     clean = torch.arange(f)[None] < prefix[:, None]
-    caps = [data["captions"][i] for i in idx.tolist()]
-    drop = torch.rand(size, generator=gen) < DROP_CAPTION
-    caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
-    return x0, clean, text_batch(embeds, caps, CONFIG.text_len)
+    return x0, clean, caption_batch(data, embeds, idx, gen)
 
 
 def causal_batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
@@ -89,10 +93,7 @@ def causal_batch(data: dict, embeds: dict, gen: torch.Generator, size: int):
     frames = torch.arange(f)[None]
     clean = frames < first[:, None]
     scored = ~clean & (frames < first[:, None] + CHUNK)
-    caps = [data["captions"][i] for i in idx.tolist()]
-    drop = torch.rand(size, generator=gen) < DROP_CAPTION
-    caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
-    return x0, clean, text_batch(embeds, caps, CONFIG.text_len), scored
+    return x0, clean, caption_batch(data, embeds, idx, gen), scored
 
 
 def flow_loss(model, x0, clean, text, gen, scored=None) -> torch.Tensor:
